@@ -1,0 +1,132 @@
+"""Which servers are free, across every process: connection-slot leases and cool-downs.
+
+Both live in the database, so a server's concurrency limit and a failed server's
+cool-down hold for every web process and worker together, on every machine.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from smtpsite.extensions import db
+from smtpsite.models import ServerHealth, ServerSlot, utcnow
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A held connection slot of a server; release it when the send is over."""
+
+    server_key: str
+    slot: int
+    holder: str
+
+
+def _insert(table):
+    return (pg_insert if db.engine.dialect.name == "postgresql" else sqlite_insert)(table)
+
+
+def try_acquire(server_key: str, max_connections: int, ttl: float) -> Lease | None:
+    """Take a free slot of the server, or return None when all are held (the server is busy).
+
+    A slot whose lease ran out (its holder died) counts as free.
+    """
+    holder = uuid.uuid4().hex
+    now = utcnow()
+    slots = max(1, max_connections)
+    with db.engine.begin() as conn:
+        conn.execute(
+            _insert(ServerSlot.__table__)
+            .values([{"server_key": server_key, "slot": n} for n in range(slots)])
+            .on_conflict_do_nothing()
+        )
+        for slot in range(slots):
+            taken = conn.execute(
+                update(ServerSlot)
+                .where(
+                    ServerSlot.server_key == server_key,
+                    ServerSlot.slot == slot,
+                    or_(ServerSlot.holder.is_(None), ServerSlot.expires_at < now),
+                )
+                .values(holder=holder, expires_at=now + timedelta(seconds=ttl))
+            ).rowcount
+            if taken == 1:
+                return Lease(server_key, slot, holder)
+    return None
+
+
+def renew(lease: Lease, ttl: float) -> bool:
+    """Extend a held lease; False if it was lost (it ran out and someone else took it)."""
+    with db.engine.begin() as conn:
+        return (
+            conn.execute(
+                update(ServerSlot)
+                .where(
+                    ServerSlot.server_key == lease.server_key,
+                    ServerSlot.slot == lease.slot,
+                    ServerSlot.holder == lease.holder,
+                )
+                .values(expires_at=utcnow() + timedelta(seconds=ttl))
+            ).rowcount
+            == 1
+        )
+
+
+def release(lease: Lease) -> None:
+    """Give the slot back (only if this lease still holds it)."""
+    with db.engine.begin() as conn:
+        conn.execute(
+            update(ServerSlot)
+            .where(
+                ServerSlot.server_key == lease.server_key,
+                ServerSlot.slot == lease.slot,
+                ServerSlot.holder == lease.holder,
+            )
+            .values(holder=None, expires_at=None)
+        )
+
+
+def cooling_down(server_keys: Iterable[str]) -> set[str]:
+    """The keys among ``server_keys`` whose cool-down after a failure has not ended."""
+    keys = list(server_keys)
+    if not keys:
+        return set()
+    with db.engine.connect() as conn:
+        rows = conn.execute(
+            select(ServerHealth.server_key).where(
+                and_(ServerHealth.server_key.in_(keys), ServerHealth.cooldown_until > utcnow())
+            )
+        )
+        return {row.server_key for row in rows}
+
+
+def record_failure(server_key: str, error: str, cooldown_seconds: float) -> None:
+    """Note that the server failed and start its cool-down."""
+    now = utcnow()
+    values = {
+        "last_failure_at": now,
+        "last_error": error[:2000],
+        "cooldown_until": now + timedelta(seconds=cooldown_seconds),
+    }
+    with db.engine.begin() as conn:
+        conn.execute(
+            _insert(ServerHealth.__table__)
+            .values(server_key=server_key, **values)
+            .on_conflict_do_update(index_elements=["server_key"], set_=values)
+        )
+
+
+def record_success(server_key: str) -> None:
+    """End a cool-down early: the server just delivered."""
+    with db.engine.begin() as conn:
+        conn.execute(
+            update(ServerHealth)
+            .where(ServerHealth.server_key == server_key, ServerHealth.cooldown_until.is_not(None))
+            .values(cooldown_until=None)
+        )

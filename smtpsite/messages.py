@@ -1,0 +1,385 @@
+"""Building and checking messages: from ``send_mail`` arguments or a ready ``EmailMessage``."""
+
+from __future__ import annotations
+
+import mimetypes
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from email.utils import format_datetime, getaddresses, localtime, make_msgid
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+from smtpsite.addresses import (
+    AddressError,
+    check_address,
+    check_header_name,
+    check_header_value,
+    check_recipients,
+    envelope_address,
+)
+from smtpsite.delivery import OutgoingMessage
+
+# Headers smtpsite writes itself; callers may not set them through ``headers=``.
+RESERVED_HEADERS = frozenset(
+    h.lower()
+    for h in (
+        "From", "To", "Cc", "Bcc", "Reply-To", "Subject", "Message-ID", "Date", "MIME-Version",
+        "Content-Type", "Content-Transfer-Encoding", "X-Priority", "Importance", "Priority",
+    )
+)
+PRIORITY_HEADERS = {
+    "high": ("1 (Highest)", "high", "urgent"),
+    "normal": ("3 (Normal)", "normal", "normal"),
+    "low": ("5 (Lowest)", "low", "non-urgent"),
+}
+FORMATS = ("html", "plaintext", "both")
+# Bodies are built 7-bit clean (quoted-printable or base64 where needed), so any server
+# takes them without 8BITMIME and no line on the wire comes near the 998-octet limit.
+BUILD_POLICY = policy.default.clone(cte_type="7bit")
+# Serialised with CRLF line ends, as SMTP wants them.
+WIRE_POLICY = policy.SMTP.clone(cte_type="7bit")
+WIRE_POLICY_UTF8 = policy.SMTPUTF8
+
+
+class MessageError(ValueError):
+    """The message cannot be built or sent as given; nothing was sent."""
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """A file to attach; give ``content_id`` to embed it in the HTML (``cid:...``)."""
+
+    filename: str
+    content: bytes | str
+    mimetype: str | None = None
+    content_id: str | None = None
+
+
+@dataclass
+class PreparedEmail:
+    """A message checked and serialised once, with what the queue shows of it."""
+
+    outgoing: OutgoingMessage
+    sender: str
+    to: list[str]
+    cc: list[str]
+    bcc: list[str]
+    reply_to: str | None
+    subject: str
+    text: str | None
+    html: str | None
+    format: str
+    priority: str
+    headers: dict[str, str]
+    attachments: list[tuple[str, str, int, str | None]] = field(default_factory=list)
+
+    @property
+    def message_id(self) -> str:
+        """The Message-ID kept for the whole life of the email."""
+        return self.outgoing.message_id
+
+
+class _TextExtractor(HTMLParser):
+    """Plain text from HTML, for the text part when only HTML was given."""
+
+    _BLOCKS = {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "table"}
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self._skip = 0
+
+    def handle_starttag(self, tag: str, attrs: Any) -> None:
+        if tag in {"script", "style", "head"}:
+            self._skip += 1
+        elif tag in self._BLOCKS:
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in {"script", "style", "head"}:
+            self._skip = max(0, self._skip - 1)
+        elif tag in self._BLOCKS:
+            self.parts.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        if not self._skip:
+            self.parts.append(data)
+
+
+def html_to_text(html: str) -> str:
+    """A readable plain-text rendering of ``html``."""
+    parser = _TextExtractor()
+    parser.feed(html)
+    parser.close()
+    text = re.sub(r"[ \t]+", " ", "".join(parser.parts))
+    return re.sub(r"\n\s*\n+", "\n\n", text).strip() + "\n"
+
+
+def _coerce_attachment(item: Any) -> Attachment:
+    if isinstance(item, Attachment):
+        att = item
+    elif isinstance(item, tuple | list) and len(item) in (2, 3):
+        att = Attachment(item[0], item[1], item[2] if len(item) == 3 else None)
+    elif all(hasattr(item, a) for a in ("filename", "content")):
+        att = Attachment(
+            item.filename, item.content, getattr(item, "mimetype", None),
+            getattr(item, "content_id", None),
+        )
+    else:
+        raise MessageError(
+            "an attachment must be a (filename, content, mimetype) tuple or have "
+            "filename and content attributes"
+        )
+    if not isinstance(att.filename, str) or not att.filename.strip():
+        raise MessageError("an attachment has no file name")
+    check_header_value("attachment file name", att.filename)
+    content = att.content
+    if hasattr(content, "read"):
+        try:
+            content = content.read()
+        except OSError as exc:
+            raise MessageError(f"attachment {att.filename!r} cannot be read: {exc}") from None
+    if not isinstance(content, bytes | str):
+        raise MessageError(f"attachment {att.filename!r}: content must be bytes or text")
+    mimetype = att.mimetype or mimetypes.guess_type(att.filename)[0] or "application/octet-stream"
+    if not re.fullmatch(r"[\w.+-]+/[\w.+-]+", mimetype):
+        raise MessageError(f"attachment {att.filename!r}: {mimetype!r} is not a MIME type")
+    if att.content_id is not None:
+        check_header_value("attachment content id", att.content_id)
+    return Attachment(att.filename, content, mimetype, att.content_id)
+
+
+def build_message(
+    *,
+    sender: str,
+    to: Sequence[str],
+    subject: str,
+    text: str | None = None,
+    html: str | None = None,
+    cc: Sequence[str] = (),
+    bcc: Sequence[str] = (),
+    reply_to: str | None = None,
+    attachments: Iterable[Any] = (),
+    headers: Mapping[str, str] | None = None,
+    priority: str = "normal",
+    email_format: str = "html",
+) -> PreparedEmail:
+    """Check every part, build the MIME message and serialise it once."""
+    if email_format not in FORMATS:
+        raise MessageError(f"email format {email_format!r} is not one of {', '.join(FORMATS)}")
+    if priority not in PRIORITY_HEADERS:
+        raise MessageError(f"priority {priority!r} is not one of high, normal, low")
+    try:
+        sender_header = check_header_value("From", sender)
+        sender_addr = _single_address(sender_header, "sender")
+        to_list = check_recipients(to, "to")
+        cc_list = check_recipients(cc, "cc")
+        bcc_list = check_recipients(bcc, "bcc")
+        reply = None
+        if reply_to:
+            _single_address(check_header_value("Reply-To", reply_to), "reply_to")
+            reply = reply_to
+        check_header_value("Subject", subject if isinstance(subject, str) else "")
+        extra = dict(headers or {})
+        for name, value in extra.items():
+            check_header_name(name)
+            check_header_value(name, value)
+            if name.lower() in RESERVED_HEADERS:
+                raise MessageError(f"header {name!r} is set by smtpsite; use the argument for it")
+    except AddressError as exc:
+        raise MessageError(str(exc)) from None
+    if not isinstance(subject, str):
+        raise MessageError("subject must be text")
+    if not (to_list or cc_list or bcc_list):
+        raise MessageError("the message has no recipients")
+    if text is None and html is None:
+        raise MessageError("the message has no body: give text, html or both")
+    files = [_coerce_attachment(a) for a in attachments]
+
+    if email_format == "plaintext" or html is None:
+        text_part, html_part = (text if text is not None else html_to_text(html or "")), None
+    elif email_format == "both":
+        text_part, html_part = (text if text is not None else html_to_text(html)), html
+    else:
+        text_part, html_part = None, html
+
+    msg = EmailMessage(policy=BUILD_POLICY)
+    msg["From"] = sender_header
+    if to_list:
+        msg["To"] = ", ".join(to)
+    if cc_list:
+        msg["Cc"] = ", ".join(cc)
+    if reply:
+        msg["Reply-To"] = reply
+    msg["Subject"] = subject
+    msg["Date"] = format_datetime(localtime())
+    msg["Message-ID"] = make_msgid(domain=_msgid_domain(sender_addr))
+    x_priority, importance, prio = PRIORITY_HEADERS[priority]
+    msg["X-Priority"] = x_priority
+    msg["Importance"] = importance
+    msg["Priority"] = prio
+    for name, value in extra.items():
+        msg[name] = value
+
+    _set_bodies(msg, text_part, html_part, files)
+    envelope_recipients = [*to_list, *cc_list, *bcc_list]
+    outgoing = _outgoing(msg, sender_addr, envelope_recipients)
+    return PreparedEmail(
+        outgoing=outgoing,
+        sender=sender_header,
+        to=list(to),
+        cc=list(cc),
+        bcc=list(bcc),
+        reply_to=reply,
+        subject=subject,
+        text=text_part,
+        html=html_part,
+        format=email_format,
+        priority=priority,
+        headers=extra,
+        attachments=[
+            (f.filename, f.mimetype or "", len(_as_bytes(f.content)), f.content_id) for f in files
+        ],
+    )
+
+
+def _as_bytes(content: bytes | str) -> bytes:
+    return content.encode("utf-8") if isinstance(content, str) else content
+
+
+def _set_bodies(
+    msg: EmailMessage, text: str | None, html: str | None, files: list[Attachment]
+) -> None:
+    inline = [f for f in files if f.content_id and html is not None]
+    regular = [f for f in files if f not in inline]
+    if text is not None:
+        msg.set_content(text, subtype="plain", charset="utf-8")
+        if html is not None:
+            msg.add_alternative(html, subtype="html", charset="utf-8")
+    else:
+        msg.set_content(html or "", subtype="html", charset="utf-8")
+    if inline:
+        html_part = msg.get_payload()[-1] if msg.is_multipart() else msg
+        html_part.make_related()
+        for f in inline:
+            maintype, subtype = (f.mimetype or "application/octet-stream").split("/", 1)
+            html_part.add_related(
+                _as_bytes(f.content), maintype=maintype, subtype=subtype,
+                cid=f"<{f.content_id.strip('<>')}>", filename=f.filename, disposition="inline",
+            )
+    for f in regular:
+        maintype, subtype = (f.mimetype or "application/octet-stream").split("/", 1)
+        if maintype == "text" and isinstance(f.content, str):
+            msg.add_attachment(f.content, subtype=subtype, filename=f.filename)
+        else:
+            msg.add_attachment(
+                _as_bytes(f.content), maintype=maintype, subtype=subtype, filename=f.filename
+            )
+
+
+def _single_address(value: str, what: str) -> str:
+    pairs = getaddresses([value])
+    if len(pairs) != 1 or not pairs[0][1]:
+        raise AddressError(f"{what} {value!r} must be one email address")
+    return check_address(pairs[0][1])
+
+
+def _msgid_domain(address: str) -> str:
+    domain = address.rpartition("@")[2]
+    try:
+        return domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        return "smtpsite.invalid"
+
+
+def _outgoing(msg: EmailMessage, sender: str, recipients: list[str]) -> OutgoingMessage:
+    env_sender, utf8 = envelope_address(sender)
+    env_rcpts = []
+    for address in recipients:
+        rcpt, needs = envelope_address(address)
+        env_rcpts.append(rcpt)
+        utf8 = utf8 or needs
+    data = msg.as_bytes(policy=WIRE_POLICY_UTF8 if utf8 else WIRE_POLICY)
+    return OutgoingMessage(
+        message_id=str(msg["Message-ID"]),
+        sender=env_sender,
+        recipients=tuple(dict.fromkeys(env_rcpts)),
+        data=data,
+        smtputf8=utf8,
+    )
+
+
+def prepare_message(
+    msg: EmailMessage,
+    *,
+    sender: str | None = None,
+    recipients: Sequence[str] | None = None,
+) -> PreparedEmail:
+    """Check a ready ``EmailMessage`` and serialise it: envelope from its headers, Bcc removed."""
+    if not isinstance(msg, EmailMessage):
+        raise MessageError("send_message needs an email.message.EmailMessage")
+    try:
+        for name, value in msg.items():
+            check_header_value(name, str(value))
+        from_header = sender or msg.get("Sender") or msg.get("From")
+        if not from_header:
+            raise MessageError("the message has no From header and no sender was given")
+        sender_addr = _single_address(str(from_header), "sender")
+        if recipients is not None:
+            rcpts = check_recipients(recipients, "recipients")
+        else:
+            pairs = getaddresses([str(v) for h in ("To", "Cc", "Bcc") for v in msg.get_all(h, [])])
+            rcpts = [check_address(addr) for _name, addr in pairs if addr]
+    except AddressError as exc:
+        raise MessageError(str(exc)) from None
+    if not rcpts:
+        raise MessageError("the message has no recipients")
+    msg = _copy_message(msg)
+    bcc = [addr for _n, addr in getaddresses([str(v) for v in msg.get_all("Bcc", [])])]
+    del msg["Bcc"]
+    if msg["Message-ID"] is None:
+        msg["Message-ID"] = make_msgid(domain=_msgid_domain(sender_addr))
+    if msg["Date"] is None:
+        msg["Date"] = format_datetime(localtime())
+    outgoing = _outgoing(msg, sender_addr, rcpts)
+    body = msg.get_body(("html", "plain"))
+    text_body = msg.get_body(("plain",))
+    html_body = msg.get_body(("html",))
+    return PreparedEmail(
+        outgoing=outgoing,
+        sender=str(msg.get("From", sender_addr)),
+        to=[a for _n, a in getaddresses([str(v) for v in msg.get_all("To", [])])],
+        cc=[a for _n, a in getaddresses([str(v) for v in msg.get_all("Cc", [])])],
+        bcc=bcc,
+        reply_to=str(msg["Reply-To"]) if msg["Reply-To"] else None,
+        subject=str(msg.get("Subject", "")),
+        text=text_body.get_content() if text_body is not None else None,
+        html=html_body.get_content() if html_body is not None else None,
+        format="both" if text_body is not None and html_body is not None
+        else ("html" if body is not None and body.get_content_subtype() == "html" else "plaintext"),
+        priority="normal",
+        headers={},
+        attachments=[
+            (a.get_filename() or "", a.get_content_type(), len(a.get_payload(decode=True) or b""),
+             a.get("Content-ID"))
+            for a in msg.iter_attachments()
+        ],
+    )
+
+
+def _copy_message(msg: EmailMessage) -> EmailMessage:
+    # Work on a copy: the caller's object must not lose its Bcc header.
+    return message_from_bytes(msg.as_bytes(policy=policy.default), policy=policy.default)
+
+
+def read_attachment_file(path: str | Path) -> Attachment:
+    """An ``Attachment`` from a file on disk, with a clear error if it cannot be read."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise MessageError(f"attachment {str(path)!r} cannot be read: {exc.strerror}") from None
+    return Attachment(Path(path).name, data)

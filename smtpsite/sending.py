@@ -1,0 +1,325 @@
+"""The send helper: build or take a message, pick a server, fail over safely, or queue it."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from email.message import EmailMessage
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import select
+
+from smtpsite import availability, queue, settings
+from smtpsite.delivery import DeliveryError, DeliveryMethod, OptionsError, OutgoingMessage
+from smtpsite.extensions import db
+from smtpsite.messages import MessageError, PreparedEmail, build_message, prepare_message
+from smtpsite.models import Site, utcnow
+from smtpsite.queue import Attempt
+from smtpsite.routing import ChainEntry, chain_for
+
+log = logging.getLogger(__name__)
+MAX_ATTEMPTS = 3
+
+
+class UnknownSiteError(LookupError):
+    """No site has this code name."""
+
+
+@dataclass
+class SendResult:
+    """What became of one email.
+
+    ``status`` is one of: ``sent``; ``queued`` (stored, the worker sends it);
+    ``deferred`` (tried, failed for now, queued for a retry); ``failed`` (rejected for
+    good); ``uncertain`` (the connection broke after the whole message was sent: it may
+    have been delivered, so it is not sent again automatically); ``disabled`` (emails are
+    switched off; it waits in the queue).
+    """
+
+    message_id: str
+    status: str
+    server: str | None = None
+    attempts: list[Attempt] = field(default_factory=list)
+    error: str | None = None
+    refused: dict[str, tuple[int, str]] = field(default_factory=dict)
+    email_id: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the email was delivered or safely queued."""
+        return self.status in {"sent", "queued"}
+
+
+@dataclass
+class DeliveryOutcome:
+    """The result of trying a message against a chain."""
+
+    status: str  # sent / failed / uncertain / deferred
+    attempts: list[Attempt]
+    server: str | None = None
+    error: str | None = None
+    refused: dict[str, tuple[int, str]] = field(default_factory=dict)
+
+
+def resolve_site(site: str | Site | None) -> Site | None:
+    """The ``Site`` for a code name (case-insensitive); ``None`` stays global."""
+    if site is None or isinstance(site, Site):
+        return site
+    if not isinstance(site, str):
+        raise UnknownSiteError(f"site must be a code name, not {type(site).__name__}")
+    found = db.session.execute(
+        select(Site).where(Site.code_key == site.strip().lower())
+    ).scalar_one_or_none()
+    if found is None:
+        raise UnknownSiteError(f"no site with code name {site!r}")
+    return found
+
+
+def make_plugin(entry: ChainEntry) -> DeliveryMethod:
+    """An instance of the entry's delivery plugin, with its options checked."""
+    state = current_app.extensions["smtpsite"]
+    cls = state.registry.get(entry.method)
+    options = cls.clean_options(entry.options, state.plugin_context)
+    return cls(entry.address, options, state.plugin_context)
+
+
+def _attempt(entry: ChainEntry, outcome: str, code: int | None, message: str) -> Attempt:
+    return Attempt(entry.name, entry.key, outcome, code, message, utcnow())
+
+
+def _send_one(entry: ChainEntry, message: OutgoingMessage) -> tuple[Attempt, Any]:
+    """Send through one server; return the attempt and the plugin's result or error."""
+    try:
+        plugin = make_plugin(entry)
+    except (OptionsError, LookupError) as exc:
+        return _attempt(entry, "failed", None, f"server misconfigured: {exc}"), DeliveryError(
+            f"server misconfigured: {exc}"
+        )
+    try:
+        plugin.open()
+    except DeliveryError as exc:
+        return _attempt(entry, "failed", exc.code, exc.message), exc
+    except Exception as exc:  # a plugin bug before anything was sent: safe to go elsewhere
+        log.exception("delivery plugin %s failed to open a connection", entry.method)
+        error = DeliveryError(f"{type(exc).__name__}: {exc}")
+        return _attempt(entry, "failed", None, error.message), error
+    try:
+        [result] = plugin.send_messages([message])
+    except Exception as exc:
+        # We cannot tell how far it got: treat it as possibly delivered, never resend.
+        log.exception("delivery plugin %s raised while sending", entry.method)
+        error = DeliveryError(f"{type(exc).__name__}: {exc}", after_data=True)
+        return _attempt(entry, "uncertain", None, error.message), error
+    finally:
+        try:
+            plugin.close()
+        except Exception:
+            log.exception("delivery plugin %s failed to close its connection", entry.method)
+    if result.ok:
+        return _attempt(entry, "sent", result.code, result.reply), result
+    error = result.error or DeliveryError("the plugin reported a failure without a reason")
+    outcome = "uncertain" if error.after_data else "failed"
+    return _attempt(entry, outcome, error.code, error.message), error
+
+
+def deliver(
+    message: OutgoingMessage,
+    chain: Sequence[ChainEntry],
+    *,
+    max_attempts: int = MAX_ATTEMPTS,
+    busy_wait: float | None = None,
+) -> DeliveryOutcome:
+    """Try ``message`` on the first available server of ``chain``, failing over safely.
+
+    A failure before the server accepted the data moves on, preferring servers not yet
+    tried; a permanent rejection stops; a failure after the final "." stops as uncertain.
+    """
+    config = current_app.config
+    busy_wait = config["SMTPSITE_BUSY_WAIT"] if busy_wait is None else busy_wait
+    lease_ttl = config["SMTPSITE_SEND_TIMEOUT"] + 60
+    cooldown = settings.get("emails.server_cooldown")
+    attempts: list[Attempt] = []
+    if not chain:
+        return DeliveryOutcome("deferred", attempts, error="no server is configured for this site")
+    tried: set[str] = set()
+    deadline = time.monotonic() + busy_wait
+    pause = 0.02
+    while len(attempts) < max_attempts:
+        cooling = availability.cooling_down(e.key for e in chain)
+        candidates = [e for e in chain if e.key not in cooling]
+        if not candidates:
+            return DeliveryOutcome(
+                "deferred", attempts,
+                error=_last_error(attempts) or "every server is cooling down after a failure",
+            )
+        # Servers not tried yet first, each group in chain order.
+        candidates.sort(key=lambda e: e.key in tried)
+        lease = entry = None
+        for entry in candidates:
+            lease = availability.try_acquire(entry.key, entry.max_connections, lease_ttl)
+            if lease is not None:
+                break
+        if lease is None:
+            if time.monotonic() >= deadline:
+                return DeliveryOutcome(
+                    "deferred", attempts,
+                    error=_last_error(attempts) or "every server is busy; the email was queued",
+                )
+            time.sleep(pause)
+            pause = min(pause * 2, 0.5)
+            continue
+        try:
+            attempt, result = _send_one(entry, message)
+        finally:
+            availability.release(lease)
+        attempts.append(attempt)
+        tried.add(entry.key)
+        if attempt.outcome == "sent":
+            return DeliveryOutcome(
+                "sent", attempts, server=entry.name, refused=dict(result.refused)
+            )
+        if attempt.outcome == "uncertain":
+            return DeliveryOutcome(
+                "uncertain", attempts, server=entry.name,
+                error=f"{attempt.message} (after the message was sent: it may have been "
+                "delivered, so it is not sent again automatically)",
+            )
+        if result.permanent:
+            return DeliveryOutcome("failed", attempts, error=attempt.message)
+        availability.record_failure(entry.key, attempt.message, cooldown)
+    return DeliveryOutcome("deferred", attempts, error=_last_error(attempts))
+
+
+def _last_error(attempts: Sequence[Attempt]) -> str | None:
+    if not attempts:
+        return None
+    last = attempts[-1]
+    return f"{last.server}: {last.message}"
+
+
+def _queue_status(outcome: DeliveryOutcome) -> str:
+    # Deferred emails wait for the worker's retries; the others need a person to resend.
+    return "waiting" if outcome.status == "deferred" else "failed"
+
+
+def send_prepared(
+    prepared: PreparedEmail,
+    site: Site | None,
+    *,
+    queue_it: bool | None = None,
+    scheduled_at: datetime | None = None,
+    expires_at: datetime | None = None,
+) -> SendResult:
+    """Queue or send an already prepared email for ``site``."""
+    site_id = site.id if site is not None else None
+    message_id = prepared.message_id
+    if not settings.get("emails.enabled", site):
+        email_id = queue.store(
+            prepared, site_id, last_result="emails are disabled; waiting until they are enabled",
+            scheduled_at=scheduled_at, expires_at=expires_at,
+        )
+        return SendResult(
+            message_id, "disabled", error="emails are disabled for this site; the email waits "
+            "in the queue", email_id=email_id,
+        )
+    if queue_it is None:
+        queue_it = settings.get("emails.queue_enabled", site) or scheduled_at is not None
+    if queue_it:
+        email_id = queue.store(
+            prepared, site_id, scheduled_at=scheduled_at, expires_at=expires_at
+        )
+        return SendResult(message_id, "queued", email_id=email_id)
+
+    chain = chain_for(site, prepared.outgoing.sender)
+    outcome = deliver(prepared.outgoing, chain)
+    if outcome.status == "sent":
+        return SendResult(
+            message_id, "sent", server=outcome.server, attempts=outcome.attempts,
+            refused=outcome.refused,
+        )
+    # Not delivered: keep it in the queue so it is never lost.
+    retry_at = utcnow() + timedelta(seconds=settings.get("emails.server_cooldown"))
+    email_id = queue.store(
+        prepared, site_id, status=_queue_status(outcome), attempts=outcome.attempts,
+        last_result=outcome.error, next_attempt_at=retry_at if outcome.status == "deferred" else None,
+        expires_at=expires_at,
+    )
+    return SendResult(
+        message_id, outcome.status, server=outcome.server, attempts=outcome.attempts,
+        error=outcome.error, email_id=email_id,
+    )
+
+
+def send_mail(
+    site: str | Site | None,
+    *,
+    to: Iterable[str],
+    subject: str,
+    text: str | None = None,
+    html: str | None = None,
+    sender: str | None = None,
+    cc: Iterable[str] = (),
+    bcc: Iterable[str] = (),
+    reply_to: str | None = None,
+    attachments: Iterable[Any] = (),
+    headers: Mapping[str, str] | None = None,
+    priority: str = "normal",
+    queue: bool | None = None,
+    scheduled_at: datetime | None = None,
+    expires_at: datetime | None = None,
+) -> SendResult:
+    """Build an email in the site's format and send it (or queue it, per the settings).
+
+    ``site`` is a site code name, or None for global email. Bad input raises
+    ``MessageError`` (or ``UnknownSiteError``) and sends nothing.
+    """
+    site_obj = resolve_site(site)
+    values = settings.resolve_all(site_obj)
+    prepared = build_message(
+        sender=sender or values["emails.default_sender"].value,
+        to=_as_list(to, "to"),
+        subject=subject,
+        text=text,
+        html=html,
+        cc=_as_list(cc, "cc"),
+        bcc=_as_list(bcc, "bcc"),
+        reply_to=reply_to,
+        attachments=attachments,
+        headers=headers,
+        priority=priority,
+        email_format=values["emails.format"].value,
+    )
+    return send_prepared(
+        prepared, site_obj, queue_it=queue, scheduled_at=scheduled_at, expires_at=expires_at
+    )
+
+
+def send_message(
+    site: str | Site | None,
+    msg: EmailMessage,
+    *,
+    sender: str | None = None,
+    recipients: Sequence[str] | None = None,
+    queue: bool | None = None,
+    scheduled_at: datetime | None = None,
+    expires_at: datetime | None = None,
+) -> SendResult:
+    """Send a ready ``EmailMessage`` for ``site``; envelope from its headers unless given."""
+    site_obj = resolve_site(site)
+    prepared = prepare_message(
+        msg, sender=sender, recipients=_as_list(recipients, "recipients") if recipients else None
+    )
+    return send_prepared(
+        prepared, site_obj, queue_it=queue, scheduled_at=scheduled_at, expires_at=expires_at
+    )
+
+
+def _as_list(value: Any, what: str) -> list[str]:
+    if isinstance(value, str | bytes):
+        raise MessageError(f"{what} must be a list of addresses, not a single string")
+    return list(value or ())
+

@@ -1,0 +1,254 @@
+"""Email settings: typed keys with a global value and optional per-site overrides."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import select
+
+from smtpsite.addresses import AddressError, check_address, parse_server_name
+from smtpsite.extensions import db
+from smtpsite.models import Setting, Site
+from smtpsite.secrets import Secret
+
+
+class SettingError(ValueError):
+    """A settings key or value is not acceptable."""
+
+
+def _parse_bool(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off"}:
+        return False
+    raise SettingError("must be true or false")
+
+
+def _parse_int(raw: Any) -> int:
+    if isinstance(raw, bool):
+        raise SettingError("must be a whole number")
+    try:
+        return int(str(raw).strip())
+    except ValueError:
+        raise SettingError("must be a whole number") from None
+
+
+def _parse_text(raw: Any) -> str:
+    text = str(raw)
+    if "\r" in text or "\n" in text or "\x00" in text:
+        raise SettingError("must be a single line")
+    return text.strip()
+
+
+@dataclass(frozen=True)
+class SettingKey:
+    """A settings key: its type, default, and where it may be set."""
+
+    name: str
+    label: str
+    parse: Callable[[Any], Any]
+    default: Any
+    help: str = ""
+    choices: tuple[str, ...] = ()
+    global_only: bool = False
+    secret: bool = False
+    minimum: int | None = None
+    # Extra check on the parsed value (e.g. an address or a server name).
+    check: Callable[[Any], None] | None = None
+
+    def clean(self, raw: Any) -> Any:
+        """Parse and check a raw value; raise ``SettingError`` with a clear message."""
+        value = self.parse(raw)
+        if self.choices and value not in self.choices:
+            raise SettingError("must be one of: " + ", ".join(self.choices))
+        if self.minimum is not None and value < self.minimum:
+            raise SettingError(f"must be at least {self.minimum}")
+        if self.check is not None and value not in ("", None):
+            self.check(value)
+        return value
+
+
+def _check_address(value: str) -> None:
+    try:
+        check_address(value)
+    except AddressError as exc:
+        raise SettingError(str(exc)) from None
+
+
+def _check_server_name(value: str) -> None:
+    try:
+        parse_server_name(value)
+    except AddressError as exc:
+        raise SettingError(str(exc)) from None
+
+
+KEYS: dict[str, SettingKey] = {
+    k.name: k
+    for k in (
+        SettingKey("emails.enabled", "Enable emails", _parse_bool, True,
+                   "Off: nothing is sent; emails still wait in the queue."),
+        SettingKey("emails.queue_enabled", "Enable email queue", _parse_bool, True,
+                   "On: emails are queued and sent in the background. Off: sent at once."),
+        SettingKey("emails.batch_size", "Batch size", _parse_int, 50,
+                   "Emails read from the queue per fetch.", global_only=True, minimum=1),
+        SettingKey("emails.archive_days", "Archive emails (days)", _parse_int, 0,
+                   "Keep sent emails this many days; 0 deletes them after sending.", minimum=0),
+        SettingKey("emails.format", "Email format", _parse_text, "html",
+                   "html, plaintext, or both (HTML with a plain-text alternative).",
+                   choices=("html", "plaintext", "both")),
+        SettingKey("emails.encoding", "Email encoding", _parse_text, "utf-8",
+                   "Character set of subject and body.", choices=("utf-8",)),
+        SettingKey("emails.default_sender", "No-reply sender address", _parse_text,
+                   "no-reply@localhost.local", "Sender used when a message names none.",
+                   check=_check_address),
+        SettingKey("emails.smtp_server", "SMTP server", _parse_text, "",
+                   "The site's default server (host or host:port); tried first, as high priority.",
+                   check=_check_server_name),
+        SettingKey("emails.smtp_username", "SMTP user name", _parse_text, ""),
+        SettingKey("emails.smtp_password", "SMTP password", _parse_text, "", secret=True),
+        SettingKey("emails.smtp_security", "SMTP security", _parse_text, "none",
+                   "none, starttls, or ssl (implicit TLS).", choices=("none", "starttls", "ssl")),
+        SettingKey("emails.server_cooldown", "Server cool-down (seconds)", _parse_int, 60,
+                   "A server that failed is skipped this long.", global_only=True, minimum=0),
+        SettingKey("emails.retry_window", "Retry window (seconds)", _parse_int, 3600,
+                   "Failed emails are retried automatically this long after the first attempt.",
+                   global_only=True, minimum=0),
+        SettingKey("emails.sending_timeout", "Sending timeout (seconds)", _parse_int, 1800,
+                   "An email left 'sending' by a worker that died is claimable after this.",
+                   global_only=True, minimum=1),
+        SettingKey("emails.messages_per_connection", "Messages per connection", _parse_int, 50,
+                   "A connection is closed and reopened after this many messages.",
+                   global_only=True, minimum=1),
+    )
+}
+
+
+def get_key(name: str) -> SettingKey:
+    """Return the key named ``name`` or raise ``SettingError``."""
+    try:
+        return KEYS[name]
+    except KeyError:
+        raise SettingError(f"unknown setting {name!r}") from None
+
+
+def _encode(key: SettingKey, value: Any) -> str:
+    if key.secret:
+        plain = value.reveal() if isinstance(value, Secret) else str(value)
+        return current_app.extensions["smtpsite"].secrets.encrypt(plain)
+    return json.dumps(value)
+
+
+def _decode(key: SettingKey, stored: str) -> Any:
+    if key.secret:
+        return Secret(current_app.extensions["smtpsite"].secrets.decrypt(stored))
+    return json.loads(stored)
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A value and where it came from: ``site``, ``global`` or ``default``."""
+
+    value: Any
+    source: str
+
+
+def _site_id(site: Site | int | None) -> int | None:
+    return site.id if isinstance(site, Site) else site
+
+
+def resolve(name: str, site: Site | int | None = None) -> Resolved:
+    """The value of ``name`` for ``site``: the site's, else the global, else the default."""
+    key = get_key(name)
+    site_id = None if key.global_only else _site_id(site)
+    rows = db.session.execute(
+        select(Setting.site_id, Setting.value).where(
+            Setting.key == name,
+            (Setting.site_id.is_(None)) | (Setting.site_id == site_id)
+            if site_id is not None
+            else Setting.site_id.is_(None),
+        )
+    ).all()
+    by_scope = {row.site_id: row.value for row in rows}
+    if site_id is not None and site_id in by_scope:
+        return Resolved(_decode(key, by_scope[site_id]), "site")
+    if None in by_scope:
+        return Resolved(_decode(key, by_scope[None]), "global")
+    return Resolved(Secret("") if key.secret else key.default, "default")
+
+
+def get(name: str, site: Site | int | None = None) -> Any:
+    """The effective value of ``name`` for ``site`` (``None`` = global)."""
+    return resolve(name, site).value
+
+
+def resolve_all(site: Site | int | None = None) -> dict[str, Resolved]:
+    """Every key's effective value for ``site``, in one query."""
+    site_id = _site_id(site)
+    query = select(Setting.key, Setting.site_id, Setting.value)
+    query = query.where(
+        Setting.site_id.is_(None) | (Setting.site_id == site_id)
+        if site_id is not None
+        else Setting.site_id.is_(None)
+    )
+    stored: dict[tuple[str, int | None], str] = {
+        (row.key, row.site_id): row.value for row in db.session.execute(query)
+    }
+    result = {}
+    for name, key in KEYS.items():
+        scope = None if key.global_only else site_id
+        if scope is not None and (name, scope) in stored:
+            result[name] = Resolved(_decode(key, stored[(name, scope)]), "site")
+        elif (name, None) in stored:
+            result[name] = Resolved(_decode(key, stored[(name, None)]), "global")
+        else:
+            result[name] = Resolved(Secret("") if key.secret else key.default, "default")
+    return result
+
+
+def set_value(name: str, raw: Any, site: Site | int | None = None) -> Any:
+    """Store ``raw`` (parsed and checked) for ``site`` or globally; return the clean value.
+
+    The caller commits.
+    """
+    key = get_key(name)
+    site_id = _site_id(site)
+    if key.global_only and site_id is not None:
+        raise SettingError(f"{name} is global only: it cannot be set for a site")
+    try:
+        value = key.clean(raw.reveal() if isinstance(raw, Secret) else raw)
+    except SettingError as exc:
+        raise SettingError(f"{name} {exc}") from None
+    row = db.session.execute(
+        select(Setting).where(
+            Setting.key == name,
+            Setting.site_id == site_id if site_id is not None else Setting.site_id.is_(None),
+        )
+    ).scalar_one_or_none()
+    if row is None:
+        row = Setting(key=name, site_id=site_id, value="")
+        db.session.add(row)
+    row.value = _encode(key, value)
+    return value
+
+
+def clear(name: str, site: Site | int | None = None) -> bool:
+    """Remove the value of ``name`` at this scope (a site goes back to inheriting)."""
+    get_key(name)
+    site_id = _site_id(site)
+    row = db.session.execute(
+        select(Setting).where(
+            Setting.key == name,
+            Setting.site_id == site_id if site_id is not None else Setting.site_id.is_(None),
+        )
+    ).scalar_one_or_none()
+    if row is None:
+        return False
+    db.session.delete(row)
+    return True
