@@ -1,0 +1,230 @@
+"""Delivery into a pickup directory: one ``<uuid>.eml`` file per message for a local MTA to send.
+
+The file starts with ``X-Sender:`` and one ``X-Receiver:`` line per envelope recipient (Bcc
+recipients included), then the message exactly as serialised. It is written under a hidden
+temporary name that an MTA watching ``*.eml`` ignores, synced to disk, then linked into place
+under its final name (a link never replaces an existing file) and the directory is synced.
+
+The directory must already exist: validating options never creates folders, so a typing
+mistake is reported instead of silently creating a folder no MTA watches.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from smtpsite.delivery import (
+    CheckResult,
+    DeliveryError,
+    DeliveryMethod,
+    DeliveryResult,
+    Field,
+    OptionsError,
+    OutgoingMessage,
+    PluginContext,
+)
+
+log = logging.getLogger(__name__)
+
+# Option names people carry over from network servers; a pickup directory has no TLS.
+_TLS_WORDS = ("ssl", "tls", "security", "certificate", "ca_file")
+_FILE_MODE = 0o640  # the MTA reads it through its group; mail is nobody else's business
+_NAME_ATTEMPTS = 5
+
+
+def _is_tls_option(name: str) -> bool:
+    lowered = name.lower()
+    return any(word in lowered for word in _TLS_WORDS)
+
+
+def _under_roots(path: Path, roots: Sequence[Path]) -> bool:
+    return any(path == root or root in path.parents for root in roots)
+
+
+class PickupDelivery(DeliveryMethod):
+    """Write each message as an ``.eml`` file into a directory watched by a local MTA."""
+
+    name = "pickup"
+    label = "Pickup directory"
+    description = (
+        "Write each message as a .eml file (X-Sender / X-Receiver lines, then the message) "
+        "into a folder that a local mail server picks up."
+    )
+    fields = (
+        Field("directory", "Directory", "path", required=True,
+              help="Absolute path of an existing folder under one of SMTPSITE_PICKUP_ROOTS."),
+    )
+
+    @classmethod
+    def clean_options(cls, options: Mapping[str, Any], context: PluginContext) -> dict[str, Any]:
+        """As for every method, but a TLS option gets a message saying why it does not apply."""
+        tls_errors = {
+            key: "a pickup directory does not use TLS; remove this option"
+            for key in options if _is_tls_option(key)
+        }
+        try:
+            return super().clean_options(options, context)
+        except OptionsError as exc:
+            raise OptionsError({**exc.errors, **tls_errors}) from None
+
+    @classmethod
+    def validate(cls, options: dict[str, Any], context: PluginContext) -> dict[str, str]:
+        """The directory: absolute, under an allowed root (after symlinks), existing, writable."""
+        problem = _directory_problem(options["directory"], context)
+        return {"directory": problem} if problem else {}
+
+    # -- sending ---------------------------------------------------------------------
+    def _directory(self) -> Path:
+        # Checked again at send time: a symlink may have been swapped since validation.
+        problem = _directory_problem(self.options.get("directory") or "", self.context)
+        if problem:
+            raise DeliveryError(f"pickup directory {self.options.get('directory')!r} {problem}")
+        return Path(self.options["directory"]).resolve()
+
+    def send_messages(self, messages: Sequence[OutgoingMessage]) -> list[DeliveryResult]:
+        """Write one file per message; a failure for one message does not stop the others."""
+        if not messages:
+            return []
+        results = []
+        for message in messages:
+            try:
+                path = _write_file(self._directory(), message)
+            except DeliveryError as exc:
+                results.append(DeliveryResult(message.message_id, False, error=exc))
+                continue
+            results.append(DeliveryResult(message.message_id, True, reply=f"written to {path}"))
+        return results
+
+    def check(self, sender: str, recipient: str) -> CheckResult:
+        """Create and remove a temporary file in the directory; writes no message."""
+        transcript: list[str] = []
+        try:
+            directory = self._directory()
+        except DeliveryError as exc:
+            return CheckResult(False, exc.message, transcript)
+        transcript.append(f"directory {directory} is under an allowed root")
+        try:
+            probe = directory / f".smtpsite-check-{uuid.uuid4().hex}.tmp"
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, _FILE_MODE)
+            try:
+                os.write(fd, b"smtpsite pickup check\r\n")
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+                os.unlink(probe)
+            transcript.append("created and removed a temporary file")
+        except OSError as exc:
+            return CheckResult(False, f"cannot write to {directory}: {_reason(exc)}", transcript)
+        return CheckResult(True, f"{directory} is writable; nothing was sent", transcript)
+
+
+def _directory_problem(raw: str, context: PluginContext) -> str | None:
+    """What is wrong with ``raw`` as a pickup directory, or None."""
+    path = Path(raw)
+    if not path.is_absolute():
+        return "must be an absolute path"
+    roots = tuple(Path(r).resolve() for r in context.pickup_roots)
+    if not roots:
+        return ("cannot be used: no pickup roots are configured; SMTPSITE_PICKUP_ROOTS must be "
+                "set to the directories pickup servers may write under")
+    try:
+        resolved = path.resolve()
+    except (OSError, RuntimeError) as exc:  # a symlink loop
+        return f"cannot be resolved: {exc}"
+    if not _under_roots(resolved, roots):
+        allowed = ", ".join(str(r) for r in roots)
+        where = f" (it resolves to {resolved})" if str(resolved) != os.path.normpath(raw) else ""
+        return f"must lie under one of the allowed pickup roots: {allowed}{where}"
+    if not resolved.exists():
+        return "does not exist; create it first (smtpsite does not create pickup directories)"
+    if not resolved.is_dir():
+        return "is not a directory"
+    if not os.access(resolved, os.W_OK | os.X_OK):
+        return "is not writable by this process"
+    return None
+
+
+def _envelope_lines(message: OutgoingMessage) -> bytes:
+    addresses = [message.sender, *message.recipients]
+    if any(c in a for a in addresses for c in "\r\n\x00"):
+        # A line break here would let an address add headers or recipients of its own.
+        raise DeliveryError("an envelope address contains a line break", permanent=True)
+    lines = [f"X-Sender: {message.sender}\r\n"]
+    lines += [f"X-Receiver: {rcpt}\r\n" for rcpt in message.recipients]
+    return "".join(lines).encode("utf-8")
+
+
+def _write_file(directory: Path, message: OutgoingMessage) -> Path:
+    """Write ``message`` to a new ``<uuid>.eml`` in ``directory``; return its path."""
+    content = _envelope_lines(message) + message.data
+    temp = directory / f".{uuid.uuid4()}.eml.tmp"
+    try:
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, _FILE_MODE)
+    except OSError as exc:
+        raise DeliveryError(f"cannot create a file in {directory}: {_reason(exc)}") from None
+    try:
+        try:
+            view = memoryview(content)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        final = _link_new_name(temp, directory)
+    except OSError as exc:
+        _remove(temp)
+        raise DeliveryError(f"cannot write a message file in {directory}: {_reason(exc)}") from None
+    _remove(temp)
+    try:
+        _fsync_directory(directory)
+    except OSError as exc:
+        # The file is in place and an MTA may already have taken it: never write it again.
+        raise DeliveryError(
+            f"{final.name} was written but {directory} could not be synced ({_reason(exc)}); "
+            "the message may or may not be delivered",
+            after_data=True,
+        ) from None
+    return final
+
+
+def _link_new_name(temp: Path, directory: Path) -> Path:
+    # os.link fails with EEXIST instead of replacing a file, unlike rename.
+    for _ in range(_NAME_ATTEMPTS):
+        final = directory / f"{uuid.uuid4()}.eml"
+        try:
+            os.link(temp, final)
+        except FileExistsError:
+            continue
+        return final
+    raise OSError(errno.EEXIST, "no free file name found")
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("could not remove the temporary file %s: %s", path, _reason(exc))
+
+
+def _reason(exc: OSError) -> str:
+    if exc.errno == errno.ENOSPC:
+        return "the disk is full"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    return exc.strerror or str(exc)
