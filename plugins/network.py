@@ -105,15 +105,27 @@ class NetworkDelivery(DeliveryMethod):
         timeout = float(self.options.get("timeout") or 30.0)
         helo = self.options.get("helo_name") or _default_helo_name()
         where = f"{self.server.host}:{self.server.port}"
-        smtp: smtplib.SMTP
-        if security == "ssl":
-            smtp = smtplib.SMTP_SSL(local_hostname=helo, timeout=timeout, context=self._tls_context())
-        else:
-            smtp = smtplib.SMTP(local_hostname=helo, timeout=timeout)
         try:
-            code, banner = smtp.connect(self.server.host, self.server.port)
-            _note(transcript, f"connected to {where}{' with TLS' if security == 'ssl' else ''}",
-                  code, banner)
+            # Connecting in the constructor is what lets smtplib check the certificate's
+            # host name, for implicit TLS and for STARTTLS alike.
+            if security == "ssl":
+                smtp = smtplib.SMTP_SSL(self.server.host, self.server.port, local_hostname=helo,
+                                        timeout=timeout, context=self._tls_context())
+            else:
+                smtp = smtplib.SMTP(self.server.host, self.server.port, local_hostname=helo,
+                                    timeout=timeout)
+        except smtplib.SMTPConnectError as exc:
+            raise DeliveryError(
+                f"{where} refused the connection: {exc.smtp_code} {_reply_text(exc.smtp_error)}",
+                code=exc.smtp_code,
+            ) from None
+        except ssl.SSLError as exc:
+            raise DeliveryError(f"TLS with {where} failed: {_tls_reason(exc)}") from None
+        except (OSError, smtplib.SMTPException) as exc:
+            raise DeliveryError(f"connection to {where} failed: {_describe(exc)}") from None
+        if transcript is not None:
+            transcript.append(f"> connect {where}{' (implicit TLS)' if security == 'ssl' else ''}")
+        try:
             code, reply = smtp.ehlo()
             _note(transcript, f"EHLO {helo}", code, reply)
             if code != 250:
@@ -149,8 +161,7 @@ class NetworkDelivery(DeliveryMethod):
             ) from None
         except ssl.SSLError as exc:
             smtp.close()
-            hint = " (is the security mode right for this port?)" if "WRONG_VERSION" in str(exc) else ""
-            raise DeliveryError(f"TLS with {where} failed: {exc.reason or exc}{hint}") from None
+            raise DeliveryError(f"TLS with {where} failed: {_tls_reason(exc)}") from None
         except (OSError, smtplib.SMTPException) as exc:
             smtp.close()
             raise DeliveryError(f"connection to {where} failed: {_describe(exc)}") from None
@@ -326,6 +337,13 @@ def _note(transcript: list[str] | None, command: str, code: int, reply: bytes | 
     if transcript is not None:
         transcript.append(f"> {command}")
         transcript.append(f"< {code} {_reply_text(reply)}".rstrip())
+
+
+def _tls_reason(exc: ssl.SSLError) -> str:
+    reason = str(exc.reason or exc)
+    if "WRONG_VERSION" in reason or "record layer" in reason:
+        reason += " (is the security mode right for this port? 465 usually means implicit TLS)"
+    return reason
 
 
 def _describe(exc: BaseException) -> str:

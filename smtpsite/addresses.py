@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable
+from email.utils import getaddresses
 
 import email_validator
 from email_validator import EmailNotValidError, validate_email
@@ -110,15 +111,30 @@ def envelope_address(address: str) -> tuple[str, bool]:
     return f"{local}@{ascii_domain}", needs_utf8
 
 
+def mailbox_address(entry: str, what: str = "address") -> str:
+    """The checked address of one ``addr`` or ``Name <addr>`` entry."""
+    if not isinstance(entry, str):
+        raise AddressError(f"{what} {entry!r} is not an email address (expected text)")
+    if any(ch in entry for ch in "\r\n\x00"):
+        raise AddressError(f"{what} {entry!r} contains a line break")
+    pairs = getaddresses([entry])
+    if len(pairs) != 1 or not pairs[0][1]:
+        raise AddressError(f"{what} {entry!r} must be one email address")
+    return check_address(pairs[0][1])
+
+
 def check_recipients(value: object, what: str) -> list[str]:
-    """Check a list of addresses; a bare string is an error (it would be split into letters)."""
+    """Check a list of ``addr`` / ``Name <addr>`` entries; return the bare addresses.
+
+    A bare string is an error: iterating it would give single letters.
+    """
     if value is None:
         return []
     if isinstance(value, str | bytes):
         raise AddressError(f"{what} must be a list of addresses, not a single string")
     if not isinstance(value, Iterable):
         raise AddressError(f"{what} must be a list of addresses")
-    return [check_address(a) for a in value]
+    return [mailbox_address(a, what) for a in value]
 
 
 def check_header_value(name: str, value: str) -> str:
@@ -146,9 +162,9 @@ def matches_sender_filter(sender: str, filter_text: str | None) -> bool:
     for entry in re.split(r"[\s,]+", filter_text.strip().lower()):
         if not entry:
             continue
-        if "@" in entry:
-            if entry == sender:
+        if entry.startswith("@") or "@" not in entry:
+            if entry.lstrip("@") == domain:
                 return True
-        elif entry.lstrip("@") == domain:
+        elif entry == sender:
             return True
     return False

@@ -20,6 +20,7 @@ from smtpsite.addresses import (
     check_header_value,
     check_recipients,
     envelope_address,
+    mailbox_address,
 )
 from smtpsite.delivery import OutgoingMessage
 
@@ -282,10 +283,7 @@ def _set_bodies(
 
 
 def _single_address(value: str, what: str) -> str:
-    pairs = getaddresses([value])
-    if len(pairs) != 1 or not pairs[0][1]:
-        raise AddressError(f"{what} {value!r} must be one email address")
-    return check_address(pairs[0][1])
+    return mailbox_address(value, what)
 
 
 def _msgid_domain(address: str) -> str:

@@ -145,8 +145,7 @@ class Recorder:
                     list(envelope.rcpt_tos),
                     envelope.original_content,
                     list(envelope.mail_options),
-                    session.login_data.decode() if isinstance(session.login_data, bytes)
-                    else session.login_data,
+                    session.auth_data if session.authenticated else None,
                 )
             )
         if b.drop_after_data:
