@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
@@ -13,7 +13,7 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import select
 
-from smtpsite import availability, queue, settings
+from smtpsite import availability, dkim, queue, settings
 from smtpsite.delivery import DeliveryError, DeliveryMethod, OptionsError, OutgoingMessage
 from smtpsite.extensions import db
 from smtpsite.messages import MessageError, PreparedEmail, build_message, prepare_message
@@ -215,6 +215,8 @@ def send_prepared(
     expires_at: datetime | None = None,
 ) -> SendResult:
     """Queue or send an already prepared email for ``site``."""
+    # Headers are final here: sign once, so the queue and every plugin get the signed bytes.
+    prepared = replace(prepared, outgoing=dkim.sign_outgoing(prepared.outgoing, site))
     site_id = site.id if site is not None else None
     message_id = prepared.message_id
     if not settings.get("emails.enabled", site):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +15,7 @@ from smtpsite.addresses import AddressError, check_address, parse_server_name
 from smtpsite.extensions import db
 from smtpsite.models import Setting, Site
 from smtpsite.secrets import Secret
+from smtpsite.sites import SiteError, check_domains
 
 
 class SettingError(ValueError):
@@ -45,6 +47,14 @@ def _parse_text(raw: Any) -> str:
     if "\r" in text or "\n" in text or "\x00" in text:
         raise SettingError("must be a single line")
     return text.strip()
+
+
+def _parse_pem(raw: Any) -> str:
+    # A PEM block spans several lines: keep them, with one line-end style.
+    text = str(raw).replace("\r\n", "\n").replace("\r", "\n").strip()
+    if "\x00" in text:
+        raise SettingError("must not contain NUL characters")
+    return text
 
 
 @dataclass(frozen=True)
@@ -89,6 +99,30 @@ def _check_server_name(value: str) -> None:
         raise SettingError(str(exc)) from None
 
 
+def _check_domain(value: str) -> None:
+    try:
+        check_domains([value])
+    except SiteError as exc:
+        raise SettingError(str(exc)) from None
+
+
+_DNS_LABELS = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*$")
+
+
+def _check_dns_label(value: str) -> None:
+    if not _DNS_LABELS.match(value):
+        raise SettingError("must be a DNS label: letters, digits and '-' (dots between labels)")
+
+
+def _check_dkim_key(value: str) -> None:
+    from smtpsite.dkim import check_private_key  # smtpsite.dkim reads settings: import late
+
+    try:
+        check_private_key(value)
+    except ValueError as exc:
+        raise SettingError(str(exc)) from None
+
+
 KEYS: dict[str, SettingKey] = {
     k.name: k
     for k in (
@@ -126,6 +160,15 @@ KEYS: dict[str, SettingKey] = {
         SettingKey("emails.messages_per_connection", "Messages per connection", _parse_int, 50,
                    "A connection is closed and reopened after this many messages.",
                    global_only=True, minimum=1),
+        SettingKey("emails.dkim_domain", "DKIM domain", _parse_text, "",
+                   "Signing domain (d=); usually the domain of the sender addresses.",
+                   check=_check_domain),
+        SettingKey("emails.dkim_selector", "DKIM selector", _parse_text, "",
+                   "Selector (s=): the key is published at <selector>._domainkey.<domain>.",
+                   check=_check_dns_label),
+        SettingKey("emails.dkim_private_key", "DKIM private key", _parse_pem, "",
+                   "RSA private key (PEM). With domain and selector set, every email is signed.",
+                   secret=True, check=_check_dkim_key),
     )
 }
 
