@@ -139,7 +139,7 @@ def _directory_problem(raw: str, context: PluginContext) -> str | None:
         return f"cannot be resolved: {exc}"
     if not _under_roots(resolved, roots):
         allowed = ", ".join(str(r) for r in roots)
-        where = f" (it resolves to {resolved})" if str(resolved) != os.path.normpath(raw) else ""
+        where = f" (it resolves to {resolved})" if str(resolved) != raw.rstrip("/") else ""
         return f"must lie under one of the allowed pickup roots: {allowed}{where}"
     if not resolved.exists():
         return "does not exist; create it first (smtpsite does not create pickup directories)"
