@@ -91,18 +91,19 @@ class SendmailDelivery(DeliveryMethod):
                                     stderr=subprocess.PIPE, start_new_session=True)
         except OSError as exc:
             raise DeliveryError(f"cannot run {path}: {exc.strerror or exc}") from None
-        try:
-            stdout, stderr = proc.communicate(message.data, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            # communicate() closes stdin once every byte is written: from then on the
-            # program had the whole message and may have queued it.
-            written = proc.stdin is None or proc.stdin.closed
-            _stop(proc)
-            raise DeliveryError(
-                f"{path} did not finish within {timeout:g} seconds and was stopped"
-                + ("; it had the whole message and may have queued it" if written else ""),
-                after_data=written,
-            ) from None
+        with proc:  # closes the pipes whatever happens
+            try:
+                stdout, stderr = proc.communicate(message.data, timeout=timeout)
+            except subprocess.TimeoutExpired:
+                # communicate() closes stdin once every byte is written: from then on the
+                # program had the whole message and may have queued it.
+                written = proc.stdin is None or proc.stdin.closed
+                _stop(proc)
+                raise DeliveryError(
+                    f"{path} did not finish within {timeout:g} seconds and was stopped"
+                    + ("; it had the whole message and may have queued it" if written else ""),
+                    after_data=written,
+                ) from None
         output = _trim(stderr) or _trim(stdout)
         if proc.returncode == 0:
             return output or f"accepted by {path}"

@@ -36,7 +36,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from email import policy
 from email.message import EmailMessage
-from email.utils import make_msgid
+from email.utils import format_datetime, localtime, make_msgid
 from typing import Any, ClassVar
 
 from smtpsite.delivery import (
@@ -136,6 +136,7 @@ class DeliveryMethodContract:
         msg["To"] = self.recipients[0]
         msg["Subject"] = f"Contract message {index}"
         msg["Message-ID"] = make_msgid(domain="contract.example.com")
+        msg["Date"] = format_datetime(localtime())
         msg.set_content(f"Message number {index}.\n.a line that starts with a dot\nThe end.\n",
                         cte="7bit")
         return OutgoingMessage(msg["Message-ID"], self.sender, tuple(self.recipients),

@@ -8,7 +8,7 @@ import stat
 from collections.abc import Callable
 from email import policy
 from email.message import EmailMessage
-from email.utils import make_msgid
+from email.utils import format_datetime, localtime, make_msgid
 from pathlib import Path
 
 import pytest
@@ -33,6 +33,7 @@ def outgoing(
     msg["To"] = ", ".join(recipients)
     msg["Subject"] = "Plugin test"
     msg["Message-ID"] = make_msgid(domain="test.example.com")
+    msg["Date"] = format_datetime(localtime())
     msg.set_content(body, cte="8bit" if smtputf8 else "7bit")
     return OutgoingMessage(msg["Message-ID"], sender, (*recipients, *bcc), msg.as_bytes(),
                            smtputf8=smtputf8)
