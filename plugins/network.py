@@ -122,7 +122,11 @@ class NetworkDelivery(DeliveryMethod):
         except ssl.SSLError as exc:
             raise DeliveryError(f"TLS with {where} failed: {_tls_reason(exc)}") from None
         except (OSError, smtplib.SMTPException) as exc:
-            raise DeliveryError(f"connection to {where} failed: {_describe(exc)}") from None
+            hint = ""
+            if security != "ssl" and _timed_out(exc):
+                # A port that expects implicit TLS waits for a handshake and never greets us.
+                hint = " (if this port expects implicit TLS, e.g. 465, choose security 'ssl')"
+            raise DeliveryError(f"connection to {where} failed: {_describe(exc)}{hint}") from None
         if transcript is not None:
             transcript.append(f"> connect {where}{' (implicit TLS)' if security == 'ssl' else ''}")
         try:
@@ -346,8 +350,13 @@ def _tls_reason(exc: ssl.SSLError) -> str:
     return reason
 
 
+def _timed_out(exc: BaseException) -> bool:
+    # smtplib reports a read timeout as SMTPServerDisconnected raised while handling it.
+    return isinstance(exc, TimeoutError) or isinstance(exc.__context__, TimeoutError)
+
+
 def _describe(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError | socket.timeout):
+    if _timed_out(exc):
         return "timed out waiting for the server"
     text = str(exc) or type(exc).__name__
     return text
