@@ -13,6 +13,7 @@ from flask_migrate import upgrade
 from sqlalchemy import select
 
 from smtpsite import routing, settings
+from smtpsite.config_cli import add_commands as add_config_commands
 from smtpsite.extensions import db
 from smtpsite.messages import MessageError
 from smtpsite.models import PRIORITIES, SmtpServer
@@ -25,6 +26,7 @@ smtpsite_cli = AppGroup("smtpsite", help="Manage smtpsite: sites, servers, setti
 
 def register_cli(app: Flask) -> None:
     """Attach the ``smtpsite`` command group to ``app``."""
+    add_config_commands(smtpsite_cli)  # dkim, export, import (smtpsite/config_cli.py)
     app.cli.add_command(smtpsite_cli)
 
 
