@@ -183,8 +183,13 @@ class DeliveryMethodContract:
         for message in sent:
             matches = [r for r in received if same_message(message.data, r.data)]
             assert len(matches) == 1, f"{message.message_id} did not arrive exactly once, intact"
-            assert matches[0].sender == message.sender
-            assert sorted(matches[0].recipients) == sorted(message.recipients)
+            assert matches[0].sender == message.sender, (
+                f"{message.message_id}: envelope sender {matches[0].sender!r}, expected {message.sender!r}"
+            )
+            assert sorted(matches[0].recipients) == sorted(message.recipients), (
+                f"{message.message_id}: envelope recipients {matches[0].recipients!r}, "
+                f"expected {message.recipients!r}"
+            )
 
     # -- the contract: declarations -------------------------------------------------
     def test_name_and_label(self) -> None:
@@ -193,7 +198,7 @@ class DeliveryMethodContract:
             "name must be a short lower-case identifier, e.g. 'maildir'"
         )
         assert isinstance(cls.label, str) and cls.label.strip(), "label must be set"
-        assert isinstance(cls.description, str)
+        assert isinstance(cls.description, str), "description must be a string"
 
     def test_fields_are_valid_and_unique(self) -> None:
         fields = self.plugin_class.fields
@@ -213,14 +218,16 @@ class DeliveryMethodContract:
 
     def test_valid_options_clean_and_clean_again_unchanged(self) -> None:
         cleaned = self.clean(self.valid_options())
-        assert set(cleaned) == {f.name for f in self.plugin_class.fields}
+        assert set(cleaned) == {f.name for f in self.plugin_class.fields}, (
+            "clean_options must return a value (or the default) for every declared field"
+        )
         # Stored options are cleaned again before every send: cleaning must be stable.
-        assert self.clean(cleaned) == cleaned
+        assert self.clean(cleaned) == cleaned, "cleaning cleaned options changed them"
 
     # -- the contract: option validation -------------------------------------------
     def test_unknown_option_rejected(self) -> None:
         error = self.expect_options_error({**self.valid_options(), _UNKNOWN_OPTION: "1"})
-        assert _UNKNOWN_OPTION in error.errors and error.errors[_UNKNOWN_OPTION]
+        assert error.errors.get(_UNKNOWN_OPTION), "an unknown option needs a message of its own"
 
     def test_required_options_enforced(self) -> None:
         for fld in self.plugin_class.fields:
@@ -256,6 +263,8 @@ class DeliveryMethodContract:
         bad = {f.name: _BAD_VALUES[f.type] for f in self.plugin_class.fields if not f.secret}
         attempts = [
             {**self.valid_options(), **dict.fromkeys(secret_fields, needle), _UNKNOWN_OPTION: "x"},
+            # A secret the plugin itself rejects (a wrong format) must not be echoed either.
+            {**self.valid_options(), **dict.fromkeys(secret_fields, needle)},
             {**self.valid_options(), **bad, **dict.fromkeys(secret_fields, needle)},
             # A secret that is itself invalid must not be echoed in its own message.
             {**self.valid_options(), **dict.fromkeys(secret_fields, needle + "\n\x00")},
@@ -276,8 +285,8 @@ class DeliveryMethodContract:
     def test_empty_batch_sends_nothing(self) -> None:
         self.flush_mailbox()
         before = self.connections_seen()
-        assert self.make_plugin().send_messages([]) == []
-        assert self.get_mailbox_content() == []
+        assert self.make_plugin().send_messages([]) == [], "an empty batch must return []"
+        assert self.get_mailbox_content() == [], "an empty batch delivered something"
         assert self.connections_seen() == before, "an empty batch opened a connection"
 
     def test_batch_over_one_connection(self) -> None:
@@ -289,9 +298,11 @@ class DeliveryMethodContract:
             results = plugin.send_messages(messages)
             assert plugin.open() is False, "open() on an open connection must return False"
         plugin.close()  # closing twice is harmless
-        assert all(isinstance(r, DeliveryResult) for r in results)
-        assert [r.message_id for r in results] == [m.message_id for m in messages]
-        assert all(r.ok for r in results), [r.error for r in results if not r.ok]
+        assert all(isinstance(r, DeliveryResult) for r in results), "results must be DeliveryResult"
+        assert [r.message_id for r in results] == [m.message_id for m in messages], (
+            "one result per message, in the order of the messages"
+        )
+        assert all(r.ok for r in results), f"not sent: {[r.error for r in results if not r.ok]}"
         self.assert_delivered(messages)
         if before is not None:
             assert self.connections_seen() - before == 1, "the batch did not share one connection"
@@ -300,13 +311,13 @@ class DeliveryMethodContract:
         self.flush_mailbox()
         message = self.make_message(0)
         results = self.make_plugin().send_messages([message])
-        assert len(results) == 1 and results[0].ok, results
+        assert len(results) == 1 and results[0].ok, f"expected one sent result, got {results!r}"
         self.assert_delivered([message])
 
     def test_check_sends_nothing(self) -> None:
         self.flush_mailbox()
         result = self.make_plugin().check(self.sender, self.recipients[0])
-        assert isinstance(result, CheckResult)
-        assert result.ok, result.message
-        assert result.message.strip()
+        assert isinstance(result, CheckResult), "check() must return a CheckResult"
+        assert result.ok, f"the check failed with valid options: {result.message}"
+        assert result.message.strip(), "the check result needs a message"
         assert self.get_mailbox_content() == [], "the check delivered something"
