@@ -14,11 +14,13 @@ from flask import Flask
 from sqlalchemy import create_engine, make_url, text
 
 from plugins.network import NetworkDelivery
+from plugins.pickup import PickupDelivery
+from plugins.sendmail import SendmailDelivery
 from smtpsite import MIGRATIONS_DIR, create_app
 from smtpsite.extensions import db
 from tests.smtpd import Certificate, SilentServer, TestServer, make_certificate
 
-BUILTIN_PLUGINS = [NetworkDelivery]
+BUILTIN_PLUGINS = [NetworkDelivery, PickupDelivery, SendmailDelivery]
 PG_ENV = "SMTPSITE_TEST_DATABASE_URL"
 
 
