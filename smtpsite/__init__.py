@@ -74,6 +74,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from smtpsite.cli import register_cli
 
     register_cli(app)
+
+    from smtpsite.admin import init_admin
+
+    init_admin(app)
     return app
 
 

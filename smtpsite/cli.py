@@ -50,6 +50,10 @@ def init_command() -> None:
 
     upgrade(directory=MIGRATIONS_DIR)
     click.echo("database schema is up to date")
+    # On an empty database: the panel's first global administrator, password shown once here.
+    from smtpsite.admin.auth import ensure_first_admin
+
+    ensure_first_admin(click.echo)
 
 
 @smtpsite_cli.command("plugins")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -72,3 +73,15 @@ def ensure_instance_key(instance_path: str) -> str:
         handle.write(key + "\n")
     return key
 
+
+
+def ensure_instance_flask_key(instance_path: str) -> str:
+    """Read, or create on first run, the Flask session-signing key kept under the instance folder."""
+    path = Path(instance_path) / "flask-secret.key"
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secrets.token_hex(32) + "\n")
+    return path.read_text().strip()
