@@ -5,6 +5,9 @@ recipients included), then the message exactly as serialised. It is written unde
 temporary name that an MTA watching ``*.eml`` ignores, synced to disk, then linked into place
 under its final name (a link never replaces an existing file) and the directory is synced.
 
+The directory's file system must support hard links (every local Linux one does): linking
+is how a file appears under its final name without ever replacing another.
+
 The directory must already exist: validating options never creates folders, so a typing
 mistake is reported instead of silently creating a folder no MTA watches.
 """
