@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import functools
 import re
 import smtplib
@@ -177,7 +178,10 @@ class NetworkDelivery(DeliveryMethod):
             return
         password = self.options.get("password")
         secret = password.reveal() if isinstance(password, Secret) else (password or "")
-        code, reply = smtp.login(username, secret)
+        if username.isascii() and secret.isascii():
+            code, reply = smtp.login(username, secret)
+        else:
+            code, reply = _login_utf8(smtp, username, secret)
         # Never record the exchange itself: it carries the credentials.
         _note(transcript, f"AUTH as {username} (credentials hidden)", code, reply)
 
@@ -335,6 +339,18 @@ def _failed(message: OutgoingMessage, text: str, code: int | None, *, permanent:
             after_data: bool = False) -> DeliveryResult:
     return DeliveryResult(message.message_id, False, code=code, error=DeliveryError(
         text, code=code, permanent=permanent, after_data=after_data))
+
+
+def _login_utf8(smtp: smtplib.SMTP, username: str, password: str) -> tuple[int, bytes]:
+    """AUTH PLAIN with UTF-8 credentials (RFC 4616): smtplib's login only sends ASCII."""
+    if "plain" not in smtp.esmtp_features.get("auth", "").lower().split():
+        raise DeliveryError("the user name or password has non-ASCII characters, which only "
+                            "AUTH PLAIN can carry, and the server does not offer it")
+    token = base64.b64encode(f"\0{username}\0{password}".encode()).decode("ascii")
+    code, reply = smtp.docmd("AUTH", "PLAIN " + token)
+    if code != 235:
+        raise smtplib.SMTPAuthenticationError(code, reply)
+    return code, reply
 
 
 def _note(transcript: list[str] | None, command: str, code: int, reply: bytes | str) -> None:

@@ -78,6 +78,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from smtpsite.admin import init_admin
 
     init_admin(app)
+
+    from smtpsite.keys import check_at_startup
+
+    check_at_startup(app)  # a key that cannot read the stored secrets is reported now
     return app
 
 

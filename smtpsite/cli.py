@@ -15,6 +15,7 @@ from sqlalchemy import select
 from smtpsite import routing, settings
 from smtpsite.config_cli import add_commands as add_config_commands
 from smtpsite.extensions import db
+from smtpsite.keys_cli import add_key_commands
 from smtpsite.messages import MessageError
 from smtpsite.models import PRIORITIES, SmtpServer
 from smtpsite.sending import UnknownSiteError, send_mail
@@ -28,6 +29,7 @@ def register_cli(app: Flask) -> None:
     """Attach the ``smtpsite`` command group to ``app``."""
     add_config_commands(smtpsite_cli)  # dkim, export, import (smtpsite/config_cli.py)
     app.cli.add_command(smtpsite_cli)
+    add_key_commands(smtpsite_cli)  # rotate-secrets, check-keys (smtpsite/keys_cli.py)
 
 
 def _fail(message: str) -> None:
@@ -54,6 +56,11 @@ def init_command() -> None:
     from smtpsite.admin.auth import ensure_first_admin
 
     ensure_first_admin(click.echo)
+    # A key that cannot read the stored secrets is said here, not at the first send.
+    from smtpsite.keys import check_keys
+
+    if problem := check_keys().message:
+        click.echo(f"error: {problem}", err=True)
 
 
 @smtpsite_cli.command("plugins")

@@ -203,7 +203,13 @@ class Resolved:
 
 
 def _site_id(site: Site | int | None) -> int | None:
-    return site.id if isinstance(site, Site) else site
+    if isinstance(site, Site):
+        if site.id is None:
+            # A site added but not yet flushed has no id: without one its value would be
+            # read or written as the global value.
+            db.session.flush()
+        return site.id
+    return site
 
 
 def resolve(name: str, site: Site | int | None = None) -> Resolved:
