@@ -290,7 +290,7 @@ class _Importer:
             for key, message in exc.errors.items():
                 self.error(f"{place}.{key}" if key else place, message)
             return
-        db.session.flush()
+        # No flush before the secrets are put back: it would write an UPDATE for nothing.
         after = _snapshot(server)
         what = f"server {name} [{method}, {'global' if is_global else ', '.join(scope)}]"
         if before is None:
@@ -310,9 +310,9 @@ class _Importer:
     # -- the whole file --------------------------------------------------------------
     def run(self, doc: dict[str, Any]) -> None:
         self.check_keys("", doc, TOP_KEYS)
-        self.sites(doc.get("sites", []))
         if "settings" in doc:
             self.settings("settings", doc["settings"], None)
+        self.sites(doc.get("sites", []))
         self.servers(doc.get("servers", []))
 
 
