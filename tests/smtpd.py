@@ -164,15 +164,21 @@ class _CountingSMTP(SMTP):
         self._recorder = recorder
 
     def connection_made(self, transport) -> None:
-        with self._recorder.lock:
-            self._recorder.connections += 1
-            self._recorder.active += 1
-            self._recorder.peak_active = max(self._recorder.peak_active, self._recorder.active)
+        # aiosmtpd calls this again after STARTTLS on the same connection: count it once.
+        if not getattr(self, "_counted", False):
+            self._counted = True
+            with self._recorder.lock:
+                self._recorder.connections += 1
+                self._recorder.active += 1
+                self._recorder.peak_active = max(self._recorder.peak_active,
+                                                 self._recorder.active)
         super().connection_made(transport)
 
     def connection_lost(self, exc) -> None:
-        with self._recorder.lock:
-            self._recorder.active -= 1
+        if getattr(self, "_counted", False) and not getattr(self, "_uncounted", False):
+            self._uncounted = True
+            with self._recorder.lock:
+                self._recorder.active -= 1
         super().connection_lost(exc)
 
     async def smtp_RCPT(self, arg):
