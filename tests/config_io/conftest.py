@@ -41,6 +41,11 @@ def second_app(sqlite_template: Path, tmp_path: Path) -> Iterator[Flask]:
 
 @pytest.fixture
 def populated(app) -> dict[str, str]:
+    """``populate()`` on the SQLite ``app``."""
+    return populate()
+
+
+def populate() -> dict[str, str]:
     """Sites, servers and settings of every kind, secrets included; returns the DKIM PEM too."""
     shop = create_site("Shop", "The Shop", ["shop.example.com", "münchen.example"])
     blog = create_site("blog", "Blog")
@@ -73,6 +78,13 @@ def populated(app) -> dict[str, str]:
                 options={"security": "none"})
     db.session.commit()
     return {"dkim_key": key.reveal()}
+
+
+def empty_tables() -> None:
+    """Delete every site, server and setting (the queue is empty in these tests)."""
+    with db.engine.begin() as conn:
+        for table in ("server_sites", "smtp_servers", "settings", "sites"):
+            conn.execute(text(f"DELETE FROM {table}"))
 
 
 def dump_tables() -> dict[str, list[tuple]]:

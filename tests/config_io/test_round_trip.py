@@ -11,7 +11,7 @@ from smtpsite.extensions import db
 from smtpsite.models import SmtpServer
 from smtpsite.routing import server_options
 from smtpsite.sites import find_site
-from tests.config_io.conftest import SECRETS, dump_tables
+from tests.config_io.conftest import SECRETS, dump_tables, empty_tables, populate
 
 VARIABLES = {
     "SMTPSITE_SECRET_SETTING_EMAILS_SMTP_PASSWORD": SECRETS["global_password"],
@@ -119,3 +119,20 @@ def test_dry_run_reports_and_changes_nothing(app, populated, second_app, monkeyp
         assert "dry run: nothing was changed" in result.output
         assert dump_tables() == before
         assert find_site("shop") is None
+
+
+def test_round_trip_on_postgresql(pg_app, monkeypatch, tmp_path):
+    key = populate()["dkim_key"]
+    set_secrets(monkeypatch, key)
+    path = tmp_path / "config.toml"
+    path.write_text(first := export_toml())
+    runner = pg_app.test_cli_runner()
+    before = dump_tables()
+    again = runner.invoke(args=["smtpsite", "import", str(path)])
+    assert again.exit_code == 0 and "nothing to change" in again.output, again.output
+    assert dump_tables() == before
+    empty_tables()
+    db.session.expire_all()
+    imported = runner.invoke(args=["smtpsite", "import", str(path)])
+    assert imported.exit_code == 0 and "0 unchanged" in imported.output, imported.output
+    assert export_toml() == first
