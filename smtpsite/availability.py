@@ -1,22 +1,24 @@
-"""Which servers are free, across every process: connection-slot leases and cool-downs.
+"""Which servers are free, across every process: connection slots, cool-downs, rate limits.
 
-Both live in the database, so a server's concurrency limit and a failed server's
-cool-down hold for every web process and worker together, on every machine.
+All three live in the database, so a server's concurrency limit, a failed server's
+cool-down and a server's rate limit hold for every web process and worker together, on
+every machine.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from smtpsite.extensions import db
-from smtpsite.models import ServerHealth, ServerSlot, utcnow
+from smtpsite.models import ServerHealth, ServerRate, ServerSlot, utcnow
 
 
 @dataclass(frozen=True)
@@ -32,12 +34,15 @@ def _insert(table):
     return (pg_insert if db.engine.dialect.name == "postgresql" else sqlite_insert)(table)
 
 
-def try_acquire(server_key: str, max_connections: int, ttl: float) -> Lease | None:
+def try_acquire(
+    server_key: str, max_connections: int, ttl: float, holder: str | None = None
+) -> Lease | None:
     """Take a free slot of the server, or return None when all are held (the server is busy).
 
-    A slot whose lease ran out (its holder died) counts as free.
+    A slot whose lease ran out (its holder died) counts as free. ``holder`` names the
+    taker (a worker passes its own id, so that its slots can be freed if it dies).
     """
-    holder = uuid.uuid4().hex
+    holder = holder or uuid.uuid4().hex
     now = utcnow()
     slots = max(1, max_connections)
     with db.engine.begin() as conn:
@@ -130,3 +135,46 @@ def record_success(server_key: str) -> None:
             .where(ServerHealth.server_key == server_key, ServerHealth.cooldown_until.is_not(None))
             .values(cooldown_until=None)
         )
+
+
+def release_holders(holders: Iterable[str]) -> int:
+    """Free every slot held by ``holders`` (workers known to be dead); return how many."""
+    names = list(holders)
+    if not names:
+        return 0
+    with db.engine.begin() as conn:
+        return conn.execute(
+            update(ServerSlot).where(ServerSlot.holder.in_(names)).values(holder=None, expires_at=None)
+        ).rowcount
+
+
+def slot_holders(prefix: str) -> set[str]:
+    """The holders of slots whose names start with ``prefix``."""
+    with db.engine.connect() as conn:
+        rows = conn.execute(
+            select(ServerSlot.holder).where(ServerSlot.holder.like(prefix + "%")).distinct()
+        )
+        return {row.holder for row in rows}
+
+
+def reserve_rate(server_key: str, per_minute: int, max_wait: float | None = None) -> float | None:
+    """Reserve the server's next sending turn under its rate limit; return when it starts.
+
+    Turns are spaced ``60 / per_minute`` seconds apart for every process together: the
+    reservation moves the shared "next free turn" forward in one atomic statement. The
+    result is a ``time.time()`` value to wait for; ``None`` when the turn would come later
+    than ``max_wait`` seconds from now (nothing is reserved then).
+    """
+    interval = 60.0 / per_minute
+    now = time.time()
+    table = ServerRate.__table__
+    greatest = func.greatest if db.engine.dialect.name == "postgresql" else func.max
+    stmt = _insert(table).values(server_key=server_key, next_at=now + interval)
+    new_next = greatest(table.c.next_at, now) + interval
+    where = None if max_wait is None else table.c.next_at <= now + max_wait
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["server_key"], set_={"next_at": new_next}, where=where
+    ).returning(table.c.next_at)
+    with db.engine.begin() as conn:
+        row = conn.execute(stmt).first()
+    return None if row is None else row.next_at - interval

@@ -21,6 +21,7 @@ from smtpsite.models import PRIORITIES, SmtpServer
 from smtpsite.sending import UnknownSiteError, send_mail
 from smtpsite.servers import ServerError, save_server
 from smtpsite.sites import SiteError, create_site, find_site
+from smtpsite.worker_cli import add_worker_commands
 
 smtpsite_cli = AppGroup("smtpsite", help="Manage smtpsite: sites, servers, settings, sending.")
 
@@ -30,6 +31,7 @@ def register_cli(app: Flask) -> None:
     add_config_commands(smtpsite_cli)  # dkim, export, import (smtpsite/config_cli.py)
     app.cli.add_command(smtpsite_cli)
     add_key_commands(smtpsite_cli)  # rotate-secrets, check-keys (smtpsite/keys_cli.py)
+    add_worker_commands(smtpsite_cli)  # worker, serve, queue (smtpsite/worker_cli.py)
 
 
 def _fail(message: str) -> None:

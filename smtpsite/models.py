@@ -10,6 +10,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -269,3 +270,25 @@ class ServerHealth(db.Model):
     last_check_ok: Mapped[bool | None] = mapped_column(Boolean)
     last_check_message: Mapped[str | None] = mapped_column(Text)
 
+
+
+class ServerRate(db.Model):
+    """When a rate-limited server may take its next message, shared by every sending process."""
+
+    __tablename__ = "server_rates"
+
+    server_key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    # Seconds since the epoch: a float keeps the arithmetic in SQL the same on every database.
+    next_at: Mapped[float] = mapped_column(Float)
+
+
+class ServerStat(db.Model):
+    """Messages sent and failed through a server in one minute (for the admin home page)."""
+
+    __tablename__ = "server_stats"
+
+    server_key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    minute: Mapped[datetime] = mapped_column(DateTime, primary_key=True)
+    server_name: Mapped[str] = mapped_column(String(300))
+    sent: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)

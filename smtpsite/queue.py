@@ -1,16 +1,42 @@
-"""Storing emails in the queue, with their attempts, so that none is ever lost."""
+"""The email queue in the database: storing, claiming, recording results, and upkeep.
+
+Every write here is one short transaction. A worker claims a batch (``claim``), sends
+it, and records every result of the batch in one transaction (``finish``). An email keeps
+its stored bytes and Message-ID for its whole life.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
+import json
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
 
+from sqlalchemy import ColumnElement, and_, bindparam, delete, func, or_, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from smtpsite.extensions import db
 from smtpsite.messages import PreparedEmail
-from smtpsite.models import EMAIL_PRIORITY, Email, EmailAttachment, EmailAttempt, utcnow
+from smtpsite.models import (
+    EMAIL_PRIORITY,
+    Email,
+    EmailAttachment,
+    EmailAttempt,
+    ServerStat,
+    Setting,
+    utcnow,
+)
+
+# PostgreSQL channel the send helper notifies when it stores an email; idle workers LISTEN.
+NOTIFY_CHANNEL = "smtpsite_queue"
+EMAILS = Email.__table__
+ATTEMPTS = EmailAttempt.__table__
+STATS = ServerStat.__table__
 
 
 @dataclass(frozen=True)
@@ -100,4 +126,367 @@ def store(
     add_attempts(email, attempts)
     with Session(db.engine, expire_on_commit=False) as session, session.begin():
         session.add(email)
+        if status == "waiting" and session.get_bind().dialect.name == "postgresql":
+            # Delivered at commit: an idle worker wakes at once instead of at its next poll.
+            session.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
     return email.id
+
+
+
+def _is_postgresql(conn: Connection) -> bool:
+    return conn.dialect.name == "postgresql"
+
+
+# -- claiming --------------------------------------------------------------------------
+@dataclass
+class Claimed:
+    """A claimed email: what a worker needs to send it."""
+
+    id: int
+    message_id: str
+    site_id: int | None
+    envelope_sender: str
+    recipients: list[str]
+    raw: bytes
+    smtputf8: bool
+    priority: int
+    expires_at: datetime | None
+    first_attempt_at: datetime | None
+
+
+def _enabled_sites_filter(conn: Connection) -> ColumnElement[bool]:
+    """Emails of sites whose ``emails.enabled`` is on (a site's value, else the global one)."""
+    rows = conn.execute(
+        select(Setting.site_id, Setting.value).where(Setting.key == "emails.enabled")
+    ).all()
+    values = {row.site_id: json.loads(row.value) for row in rows}
+    globally_on = values.pop(None, True)
+    if globally_on:
+        off = [site_id for site_id, on in values.items() if not on]
+        return or_(EMAILS.c.site_id.is_(None), EMAILS.c.site_id.not_in(off)) if off else text("1=1")
+    return EMAILS.c.site_id.in_([site_id for site_id, on in values.items() if on])
+
+
+def claim(worker: str, limit: int, lease_seconds: float) -> list[Claimed]:
+    """Claim up to ``limit`` sendable emails for ``worker``: higher priority first, then oldest.
+
+    Sendable: waiting, due (scheduled time and retry time passed), and emails enabled for
+    its site. On PostgreSQL rows are locked with ``FOR UPDATE SKIP LOCKED``, so workers
+    never claim the same email; on SQLite the single UPDATE runs under the database's
+    write lock, which gives the same guarantee.
+    """
+    now = utcnow()
+    until = now + timedelta(seconds=lease_seconds)
+    columns = [EMAILS.c[name] for name in Claimed.__dataclass_fields__]
+    claimed: list[Claimed] = []
+    with db.engine.begin() as conn:
+        due = and_(
+            EMAILS.c.status == "waiting",
+            or_(EMAILS.c.scheduled_at.is_(None), EMAILS.c.scheduled_at <= now),
+            or_(EMAILS.c.next_attempt_at.is_(None), EMAILS.c.next_attempt_at <= now),
+            _enabled_sites_filter(conn),
+        )
+        # One index range per priority (status, priority, id): no sort of the whole queue.
+        for priority in sorted(set(EMAIL_PRIORITY.values()), reverse=True):
+            left = limit - len(claimed)
+            if left <= 0:
+                break
+            ids = (
+                select(EMAILS.c.id)
+                .where(due, EMAILS.c.priority == priority)
+                .order_by(EMAILS.c.id)
+                .limit(left)
+                .with_for_update(skip_locked=True)
+            )
+            rows = conn.execute(
+                update(EMAILS)
+                .where(EMAILS.c.id.in_(ids.scalar_subquery()))
+                .values(status="sending", claimed_by=worker, claimed_until=until)
+                .returning(*columns)
+            ).all()
+            claimed.extend(sorted((Claimed(*row) for row in rows), key=lambda c: c.id))
+    return claimed
+
+
+def renew_claims(worker: str, lease_seconds: float) -> int:
+    """Extend the lease on every email ``worker`` holds; return how many it still holds."""
+    with db.engine.begin() as conn:
+        return conn.execute(
+            update(EMAILS)
+            .where(EMAILS.c.status == "sending", EMAILS.c.claimed_by == worker)
+            .values(claimed_until=utcnow() + timedelta(seconds=lease_seconds))
+        ).rowcount
+
+
+# -- results ---------------------------------------------------------------------------
+@dataclass
+class Outcome:
+    """What to record for one claimed email after a batch.
+
+    ``status``: sent, failed, waiting (retry later or handed back), expired, or deleted
+    (sent, and not archived). ``last_result`` None keeps the stored one.
+    """
+
+    email_id: int
+    status: str
+    attempts: Sequence[Attempt] = ()
+    last_result: str | None = None
+    next_attempt_at: datetime | None = None
+    sent_by: str | None = None
+
+
+def finish(worker: str, outcomes: Sequence[Outcome]) -> None:
+    """Record a batch's results in one transaction: attempts, statuses, archive, counts.
+
+    Rows another worker took over (this worker's lease ran out) are left alone, except
+    for the attempts, which always are history.
+    """
+    now = utcnow()
+    with db.engine.begin() as conn:
+        _insert_attempts(conn, [o for o in outcomes if o.status != "deleted"])
+        kept = [o for o in outcomes if o.status != "deleted"]
+        if kept:
+            conn.execute(
+                update(EMAILS)
+                .where(EMAILS.c.id == bindparam("b_id"), EMAILS.c.claimed_by == worker)
+                .values(
+                    status=bindparam("b_status"),
+                    last_result=func.coalesce(bindparam("b_result"), EMAILS.c.last_result),
+                    next_attempt_at=bindparam("b_next"),
+                    first_attempt_at=func.coalesce(EMAILS.c.first_attempt_at, bindparam("b_first")),
+                    last_attempt_at=func.coalesce(bindparam("b_last"), EMAILS.c.last_attempt_at),
+                    attempt_count=EMAILS.c.attempt_count + bindparam("b_count"),
+                    sent_at=bindparam("b_sent_at"),
+                    sent_by=bindparam("b_sent_by"),
+                    claimed_by=None,
+                    claimed_until=None,
+                ),
+                [
+                    {
+                        "b_id": o.email_id,
+                        "b_status": o.status,
+                        "b_result": o.last_result,
+                        "b_next": o.next_attempt_at,
+                        "b_first": o.attempts[0].at if o.attempts else None,
+                        "b_last": o.attempts[-1].at if o.attempts else None,
+                        "b_count": len(o.attempts),
+                        "b_sent_at": now if o.status == "sent" else None,
+                        "b_sent_by": o.sent_by,
+                    }
+                    for o in kept
+                ],
+            )
+        gone = [o.email_id for o in outcomes if o.status == "deleted"]
+        if gone:
+            conn.execute(delete(EMAILS).where(EMAILS.c.id.in_(gone), EMAILS.c.claimed_by == worker))
+        _add_stats(conn, [a for o in outcomes for a in o.attempts])
+
+
+def _insert_attempts(conn: Connection, outcomes: Iterable[Outcome]) -> None:
+    rows = [
+        {
+            "email_id": o.email_id,
+            "at": a.at,
+            "server_key": a.server_key,
+            "server_name": a.server,
+            "outcome": a.outcome,
+            "code": a.code,
+            "message": a.message[:4000],
+        }
+        for o in outcomes
+        for a in o.attempts
+    ]
+    if rows:
+        conn.execute(ATTEMPTS.insert(), rows)
+
+
+def _add_stats(conn: Connection, attempts: Iterable[Attempt]) -> None:
+    counts: Counter[tuple[str, str, datetime, str]] = Counter()
+    for a in attempts:
+        minute = a.at.replace(second=0, microsecond=0)
+        counts[(a.server_key, a.server, minute, "sent" if a.outcome == "sent" else "failed")] += 1
+    merged: dict[tuple[str, datetime], dict[str, Any]] = {}
+    for (key, name, minute, kind), n in counts.items():
+        row = merged.setdefault(
+            (key, minute), {"server_key": key, "minute": minute, "server_name": name, "sent": 0,
+                            "failed": 0}
+        )
+        row[kind] += n
+    # Sorted, so that concurrent writers lock the rows in the same order (no deadlock).
+    for _, row in sorted(merged.items()):
+        insert = (pg_insert if _is_postgresql(conn) else sqlite_insert)(STATS).values(**row)
+        conn.execute(
+            insert.on_conflict_do_update(
+                index_elements=["server_key", "minute"],
+                set_={"sent": STATS.c.sent + insert.excluded.sent,
+                      "failed": STATS.c.failed + insert.excluded.failed,
+                      "server_name": insert.excluded.server_name},
+            )
+        )
+
+
+def record_stats(attempts: Sequence[Attempt]) -> None:
+    """Count ``attempts`` (of an email sent at once) in the per-server statistics."""
+    if attempts:
+        with db.engine.begin() as conn:
+            _add_stats(conn, attempts)
+
+
+# -- upkeep ----------------------------------------------------------------------------
+def _hand_back(conn: Connection, where: ColumnElement[bool], reason: str) -> int:
+    return conn.execute(
+        update(EMAILS)
+        .where(EMAILS.c.status == "sending", where)
+        .values(status="waiting", claimed_by=None, claimed_until=None, last_result=reason)
+    ).rowcount
+
+
+def requeue_lapsed() -> int:
+    """Put emails whose worker's lease ran out (it died or hung) back to waiting."""
+    with db.engine.begin() as conn:
+        return _hand_back(
+            conn, EMAILS.c.claimed_until < utcnow(),
+            "the worker sending it stopped (its lease ran out); it will be sent again",
+        )
+
+
+def release_claims(workers: Iterable[str]) -> int:
+    """Put the emails held by ``workers`` (known to be gone) back to waiting."""
+    names = list(workers)
+    if not names:
+        return 0
+    with db.engine.begin() as conn:
+        return _hand_back(
+            conn, EMAILS.c.claimed_by.in_(names),
+            "the worker sending it stopped; it will be sent again",
+        )
+
+
+def claim_holders() -> set[str]:
+    """The workers holding emails right now."""
+    with db.engine.connect() as conn:
+        rows = conn.execute(
+            select(EMAILS.c.claimed_by).where(EMAILS.c.status == "sending").distinct()
+        )
+        return {row.claimed_by for row in rows if row.claimed_by}
+
+
+def expire_due() -> int:
+    """Mark waiting emails whose expiry passed as expired; they are never sent."""
+    with db.engine.begin() as conn:
+        return conn.execute(
+            update(EMAILS)
+            .where(EMAILS.c.status == "waiting", EMAILS.c.expires_at <= utcnow())
+            .values(status="expired", last_result="expired before it could be sent",
+                    next_attempt_at=None)
+        ).rowcount
+
+
+def cleanup_archive(batch_size: int = 500) -> int:
+    """Delete sent emails kept longer than their site's ``emails.archive_days``, in batches."""
+    now = utcnow()
+    deleted = 0
+    with db.engine.connect() as conn:
+        rows = conn.execute(
+            select(Setting.site_id, Setting.value).where(Setting.key == "emails.archive_days")
+        ).all()
+    days = {row.site_id: int(json.loads(row.value)) for row in rows}
+    global_days = days.pop(None, 0)
+    overridden = list(days)
+    scopes: list[tuple[ColumnElement[bool], int]] = [
+        (or_(EMAILS.c.site_id.is_(None), EMAILS.c.site_id.not_in(overridden))
+         if overridden else text("1=1"), global_days)
+    ]
+    for value in sorted(set(days.values())):
+        scopes.append((EMAILS.c.site_id.in_([s for s, d in days.items() if d == value]), value))
+    for scope, keep_days in scopes:
+        cutoff = now - timedelta(days=keep_days)
+        while True:
+            with db.engine.begin() as conn:
+                ids = select(EMAILS.c.id).where(
+                    EMAILS.c.status == "sent", EMAILS.c.sent_at < cutoff, scope
+                ).limit(batch_size)
+                count = conn.execute(
+                    delete(EMAILS).where(EMAILS.c.id.in_(ids.scalar_subquery()))
+                ).rowcount
+            deleted += count
+            if count < batch_size:
+                break
+    with db.engine.begin() as conn:
+        conn.execute(delete(STATS).where(STATS.c.minute < now - timedelta(days=2)))
+    return deleted
+
+
+# -- operators: resend, delete, counts -------------------------------------------------
+def by_ids(ids: Iterable[int]) -> ColumnElement[bool]:
+    """Selects the emails with these ids."""
+    return EMAILS.c.id.in_(list(ids))
+
+
+def by_status(*statuses: str) -> ColumnElement[bool]:
+    """Selects the emails in any of ``statuses``."""
+    return EMAILS.c.status.in_(statuses)
+
+
+def resend(where: ColumnElement[bool], note: str = "resent by an operator") -> int:
+    """Send the selected emails again (same bytes, same Message-ID); return how many.
+
+    Emails being sent right now are left alone. The retry window starts again.
+    """
+    with db.engine.begin() as conn:
+        count = conn.execute(
+            update(EMAILS)
+            .where(where, EMAILS.c.status.in_(("waiting", "failed", "sent", "expired")))
+            .values(status="waiting", next_attempt_at=None, first_attempt_at=None,
+                    expires_at=None, sent_at=None, sent_by=None, last_result=note)
+        ).rowcount
+        if count and _is_postgresql(conn):
+            conn.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
+    return count
+
+
+def delete_emails(where: ColumnElement[bool]) -> int:
+    """Delete the selected emails (not those being sent right now); return how many."""
+    with db.engine.begin() as conn:
+        return conn.execute(
+            delete(EMAILS).where(where, EMAILS.c.status != "sending")
+        ).rowcount
+
+
+def status_counts(where: ColumnElement[bool] | None = None) -> dict[str, int]:
+    """How many emails are in each status (optionally among ``where``)."""
+    query = select(EMAILS.c.status, func.count()).group_by(EMAILS.c.status)
+    if where is not None:
+        query = query.where(where)
+    with db.engine.connect() as conn:
+        return {status: n for status, n in conn.execute(query)}
+
+
+@dataclass
+class ServerCounts:
+    """Messages sent and failed through one server over recent periods."""
+
+    server_key: str
+    server_name: str
+    counts: dict[str, tuple[int, int]] = field(default_factory=dict)  # period -> (sent, failed)
+
+
+def server_counts(periods: dict[str, timedelta]) -> list[ServerCounts]:
+    """Sent and failed counts per server for each period (e.g. last hour, last day)."""
+    now = utcnow()
+    result: dict[str, ServerCounts] = {}
+    with db.engine.connect() as conn:
+        for label, span in periods.items():
+            rows = conn.execute(
+                select(STATS.c.server_key, func.max(STATS.c.server_name),
+                       func.sum(STATS.c.sent), func.sum(STATS.c.failed))
+                .where(STATS.c.minute >= (now - span).replace(second=0, microsecond=0))
+                .group_by(STATS.c.server_key)
+            )
+            for key, name, sent, failed in rows:
+                entry = result.setdefault(key, ServerCounts(key, name))
+                entry.counts[label] = (int(sent or 0), int(failed or 0))
+    for entry in result.values():
+        for label in periods:
+            entry.counts.setdefault(label, (0, 0))
+    return sorted(result.values(), key=lambda e: e.server_name)

@@ -27,6 +27,7 @@ class ChainEntry:
     reason: str
     address: ServerAddress | None
     max_connections: int = 1
+    rate_limit: int | None = None  # messages per minute, across every process
     server_id: int | None = None
     skipped: str | None = None
     # Plain options and decrypted secrets (as ``Secret``); never shown.
@@ -83,6 +84,7 @@ def _entry(server: SmtpServer, reason: str) -> ChainEntry:
         reason=reason,
         address=None,
         max_connections=server.max_connections or 1,
+        rate_limit=server.rate_limit,
         server_id=server.id,
     )
     try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -13,16 +12,16 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import select
 
-from smtpsite import availability, dkim, queue, settings
-from smtpsite.delivery import DeliveryError, DeliveryMethod, OptionsError, OutgoingMessage
+from smtpsite import dkim, queue, settings
+from smtpsite.delivery import OutgoingMessage
 from smtpsite.extensions import db
+from smtpsite.failover import MAX_ATTEMPTS, Job, Sender
 from smtpsite.messages import MessageError, PreparedEmail, build_message, prepare_message
 from smtpsite.models import Site, utcnow
 from smtpsite.queue import Attempt
 from smtpsite.routing import ChainEntry, chain_for
 
 log = logging.getLogger(__name__)
-MAX_ATTEMPTS = 3
 
 
 class UnknownSiteError(LookupError):
@@ -79,53 +78,6 @@ def resolve_site(site: str | Site | None) -> Site | None:
     return found
 
 
-def make_plugin(entry: ChainEntry) -> DeliveryMethod:
-    """An instance of the entry's delivery plugin, with its options checked."""
-    state = current_app.extensions["smtpsite"]
-    cls = state.registry.get(entry.method)
-    options = cls.clean_options(entry.options, state.plugin_context)
-    return cls(entry.address, options, state.plugin_context)
-
-
-def _attempt(entry: ChainEntry, outcome: str, code: int | None, message: str) -> Attempt:
-    return Attempt(entry.name, entry.key, outcome, code, message, utcnow())
-
-
-def _send_one(entry: ChainEntry, message: OutgoingMessage) -> tuple[Attempt, Any]:
-    """Send through one server; return the attempt and the plugin's result or error."""
-    try:
-        plugin = make_plugin(entry)
-    except (OptionsError, LookupError) as exc:
-        return _attempt(entry, "failed", None, f"server misconfigured: {exc}"), DeliveryError(
-            f"server misconfigured: {exc}"
-        )
-    try:
-        plugin.open()
-    except DeliveryError as exc:
-        return _attempt(entry, "failed", exc.code, exc.message), exc
-    except Exception as exc:  # a plugin bug before anything was sent: safe to go elsewhere
-        log.exception("delivery plugin %s failed to open a connection", entry.method)
-        error = DeliveryError(f"{type(exc).__name__}: {exc}")
-        return _attempt(entry, "failed", None, error.message), error
-    try:
-        [result] = plugin.send_messages([message])
-    except Exception as exc:
-        # We cannot tell how far it got: treat it as possibly delivered, never resend.
-        log.exception("delivery plugin %s raised while sending", entry.method)
-        error = DeliveryError(f"{type(exc).__name__}: {exc}", after_data=True)
-        return _attempt(entry, "uncertain", None, error.message), error
-    finally:
-        try:
-            plugin.close()
-        except Exception:
-            log.exception("delivery plugin %s failed to close its connection", entry.method)
-    if result.ok:
-        return _attempt(entry, "sent", result.code, result.reply), result
-    error = result.error or DeliveryError("the plugin reported a failure without a reason")
-    outcome = "uncertain" if error.after_data else "failed"
-    return _attempt(entry, outcome, error.code, error.message), error
-
-
 def deliver(
     message: OutgoingMessage,
     chain: Sequence[ChainEntry],
@@ -135,70 +87,24 @@ def deliver(
 ) -> DeliveryOutcome:
     """Try ``message`` on the first available server of ``chain``, failing over safely.
 
-    A failure before the server accepted the data moves on, preferring servers not yet
-    tried; a permanent rejection stops; a failure after the final "." stops as uncertain.
+    The rules are the workers' (see :mod:`smtpsite.failover`): a failure before the server
+    accepted the data moves on, preferring servers not yet tried; a permanent rejection
+    stops; a failure after the final "." stops as uncertain.
     """
     config = current_app.config
-    busy_wait = config["SMTPSITE_BUSY_WAIT"] if busy_wait is None else busy_wait
-    lease_ttl = config["SMTPSITE_SEND_TIMEOUT"] + 60
-    cooldown = settings.get("emails.server_cooldown")
-    attempts: list[Attempt] = []
-    if not chain:
-        return DeliveryOutcome("deferred", attempts, error="no server is configured for this site")
-    tried: set[str] = set()
-    deadline = time.monotonic() + busy_wait
-    pause = 0.02
-    while len(attempts) < max_attempts:
-        cooling = availability.cooling_down(e.key for e in chain)
-        candidates = [e for e in chain if e.key not in cooling]
-        if not candidates:
-            return DeliveryOutcome(
-                "deferred", attempts,
-                error=_last_error(attempts) or "every server is cooling down after a failure",
-            )
-        # Servers not tried yet first, each group in chain order.
-        candidates.sort(key=lambda e: e.key in tried)
-        lease = entry = None
-        for entry in candidates:
-            lease = availability.try_acquire(entry.key, entry.max_connections, lease_ttl)
-            if lease is not None:
-                break
-        if lease is None:
-            if time.monotonic() >= deadline:
-                return DeliveryOutcome(
-                    "deferred", attempts,
-                    error=_last_error(attempts) or "every server is busy; the email was queued",
-                )
-            time.sleep(pause)
-            pause = min(pause * 2, 0.5)
-            continue
-        try:
-            attempt, result = _send_one(entry, message)
-        finally:
-            availability.release(lease)
-        attempts.append(attempt)
-        tried.add(entry.key)
-        if attempt.outcome == "sent":
-            return DeliveryOutcome(
-                "sent", attempts, server=entry.name, refused=dict(result.refused)
-            )
-        if attempt.outcome == "uncertain":
-            return DeliveryOutcome(
-                "uncertain", attempts, server=entry.name,
-                error=f"{attempt.message} (after the message was sent: it may have been "
-                "delivered, so it is not sent again automatically)",
-            )
-        if result.permanent:
-            return DeliveryOutcome("failed", attempts, error=attempt.message)
-        availability.record_failure(entry.key, attempt.message, cooldown)
-    return DeliveryOutcome("deferred", attempts, error=_last_error(attempts))
-
-
-def _last_error(attempts: Sequence[Attempt]) -> str | None:
-    if not attempts:
-        return None
-    last = attempts[-1]
-    return f"{last.server}: {last.message}"
+    sender = Sender(
+        busy_wait=config["SMTPSITE_BUSY_WAIT"] if busy_wait is None else busy_wait,
+        lease_ttl=config["SMTPSITE_SEND_TIMEOUT"] + 60,
+        cooldown=settings.get("emails.server_cooldown"),
+        max_attempts=max_attempts,
+    )
+    job = Job(message, chain)
+    sender.run([job])
+    queue.record_stats(job.attempts)
+    status = "deferred" if job.status == "busy" else job.status
+    return DeliveryOutcome(
+        status, job.attempts, server=job.server, error=job.error, refused=job.refused
+    )
 
 
 def _queue_status(outcome: DeliveryOutcome) -> str:
