@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,7 +65,11 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         if plugin_classes is None
         else registry_from_classes(plugin_classes)
     )
-    context_config = {k: v for k, v in app.config.items() if k.startswith("SMTPSITE_")}
+    # Plugins get the configuration but none of its secrets (keys, passwords, database URL).
+    context_config = {
+        k: v for k, v in app.config.items()
+        if k.startswith("SMTPSITE_") and not re.search(r"KEY|SECRET|PASSWORD|TOKEN|DATABASE_URL", k)
+    }
     app.extensions["smtpsite"] = SmtpSiteState(
         registry=registry,
         secrets=SecretBox(app.config["SMTPSITE_SECRET_KEYS"]),
