@@ -86,11 +86,8 @@ class ImportReport:
         return out
 
 
-def _type_name(kind: type | tuple[type, ...]) -> str:
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    words = {str: "text", int: "a whole number", bool: "true or false", list: "a list",
-             dict: "a table", float: "a number"}
-    return " or ".join(words[k] for k in kinds)
+_TYPE_NAMES = {str: "text", int: "a whole number", bool: "true or false", list: "a list",
+               dict: "a table"}
 
 
 class _Importer:
@@ -111,7 +108,7 @@ class _Importer:
                 self.error(f"{place}.{key}" if place else key,
                            "unknown key (expected one of: " + ", ".join(allowed) + ")")
 
-    def get(self, place: str, table: dict, key: str, kind, default: Any = None,
+    def get(self, place: str, table: dict, key: str, kind: type, default: Any = None,
             required: bool = False) -> Any:
         """``table[key]`` checked against ``kind``; records an error and gives ``default``."""
         if key not in table:
@@ -122,7 +119,7 @@ class _Importer:
         # bool is a subclass of int: a whole number must not accept true/false.
         wrong = not isinstance(value, kind) or (kind is int and isinstance(value, bool))
         if wrong:
-            self.error(f"{place}.{key}", f"must be {_type_name(kind)}")
+            self.error(f"{place}.{key}", f"must be {_TYPE_NAMES[kind]}")
             return default
         if kind is list and not all(isinstance(v, str) for v in value):
             self.error(f"{place}.{key}", "must be a list of text values")
@@ -349,8 +346,7 @@ def _snapshot(server: SmtpServer) -> dict[str, Any]:
 
 
 def import_toml(
-    data: bytes, *, source: str = "<file>", dry_run: bool = False,
-    environ: dict[str, str] | None = None,
+    data: bytes, *, source: str = "<file>", dry_run: bool = False
 ) -> ImportReport:
     """Apply a TOML configuration (see the module docstring); commit unless errors or dry run."""
     report = ImportReport(dry_run=dry_run)
@@ -363,7 +359,7 @@ def import_toml(
         report.errors.append((source, f"TOML syntax error: {exc}"))
         return report
     try:
-        _Importer(report, dict(os.environ if environ is None else environ)).run(doc)
+        _Importer(report, dict(os.environ)).run(doc)
     except BaseException:
         db.session.rollback()
         raise
