@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import current_app, flash, g, redirect, request, url_for
 from flask_admin import expose
 from flask_admin.actions import action
-from flask_admin.contrib.sqla.filters import BaseSQLAFilter
+from flask_admin.contrib.sqla.filters import BaseSQLAFilter, BooleanEqualFilter, FilterEqual
 from flask_admin.helpers import get_redirect_target
 from flask_wtf import FlaskForm
 from markupsafe import Markup, escape
@@ -18,7 +18,7 @@ from smtpsite.addresses import AddressError, check_address
 from smtpsite.admin import checks, scoping
 from smtpsite.admin.server_form import place_errors, prefill, server_form_class, submitted_options
 from smtpsite.extensions import db
-from smtpsite.models import ServerHealth, Site, SmtpServer
+from smtpsite.models import PRIORITIES, ServerHealth, Site, SmtpServer
 from smtpsite.registry import UnknownMethodError
 from smtpsite.servers import ServerError, save_server, secret_status
 
@@ -115,7 +115,12 @@ class ServersView(scoping.ScopedModelView):
     column_formatters_export = {"sites": _sites_text}
     column_searchable_list = ("server_name", "display_name")
     column_sortable_list = ("server_name", "priority", "enabled", "method")
-    column_filters = ("priority", "enabled", "method", SiteFilter())
+    column_filters = (
+        FilterEqual(SmtpServer.priority, "Priority", options=[(p, p) for p in PRIORITIES]),
+        BooleanEqualFilter(SmtpServer.enabled, "Enabled"),
+        FilterEqual(SmtpServer.method, "Delivery method"),
+        SiteFilter(),
+    )
     column_default_sort = "server_name"
     can_view_details = True
     can_export = True
