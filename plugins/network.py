@@ -8,10 +8,12 @@ import re
 import smtplib
 import socket
 import ssl
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from plugins import oauth_tokens
+from plugins.oauth_tokens import PROVIDERS, AccessToken, TokenError
 from smtpsite.delivery import (
     CheckResult,
     DeliveryError,
@@ -23,6 +25,9 @@ from smtpsite.delivery import (
     Secret,
 )
 
+_OAUTH = ("auth", ("oauth2",))
+_SIGN_IN_OPTIONS = frozenset({"username", "password", "provider", "tenant", "token_endpoint",
+                              "client_id", "client_secret", "private_key", "scope", "mailbox"})
 _EOL = re.compile(rb"\r\n|\n|\r(?!\n)")
 _LEADING_DOT = re.compile(rb"(?m)^\.")
 
@@ -31,6 +36,15 @@ _LEADING_DOT = re.compile(rb"(?m)^\.")
 def _default_helo_name() -> str:
     # gethostname needs no DNS lookup (smtplib's getfqdn default can stall offline).
     return socket.gethostname() or "localhost"
+
+
+def _used_options(options: Mapping[str, Any]) -> frozenset[str]:
+    auth = options.get("auth")
+    if auth == "password":
+        return frozenset({"username", "password"})
+    if auth == "oauth2":
+        return frozenset(oauth_tokens.OAUTH_OPTIONS.get(options.get("provider"), ()))
+    return frozenset()
 
 
 def _dot_stuff(data: bytes) -> bytes:
@@ -55,23 +69,66 @@ class NetworkDelivery(DeliveryMethod):
               choices=(("none", "None (plain text)"), ("starttls", "STARTTLS"),
                        ("ssl", "Implicit TLS (port 465)")),
               help="STARTTLS upgrades a plain connection; implicit TLS starts encrypted."),
-        Field("username", "User name", help="Leave empty if the server needs no sign-in."),
-        Field("password", "Password", secret=True),
+        Field("auth", "Sign-in", "choice", default="none",
+              choices=(("none", "None"), ("password", "User name and password"),
+                       ("oauth2", "OAuth 2.0 (Microsoft 365, Google, other)")),
+              help="When left out: password if a user name or password is given, else none. "
+                   "Options of the other sign-in kinds are dropped."),
+        Field("username", "User name", show_if=("auth", ("password",))),
+        Field("password", "Password", secret=True, show_if=("auth", ("password",))),
+        Field("provider", "OAuth provider", "choice", default="microsoft", choices=PROVIDERS,
+              show_if=_OAUTH, help="Fills the token endpoint and the scope."),
+        Field("tenant", "Microsoft tenant", show_if=_OAUTH,
+              help="Microsoft 365 only: the directory (tenant) ID or a domain such as "
+                   "contoso.onmicrosoft.com; gives the token endpoint."),
+        Field("token_endpoint", "Token endpoint", show_if=_OAUTH,
+              help="Filled for Microsoft (from the tenant) and Google; required for other "
+                   "providers. Give it to override (e.g. a national cloud)."),
+        Field("client_id", "Client ID", show_if=_OAUTH,
+              help="Microsoft: the application (client) ID. Google: the service account's "
+                   "email (client_email; read from a JSON key file when left empty)."),
+        Field("client_secret", "Client secret", secret=True, show_if=_OAUTH,
+              help="The client secret's value (Microsoft and other providers)."),
+        Field("private_key", "Service account key", "text", secret=True, show_if=_OAUTH,
+              help="Google: the service account's private key (PEM) or its whole JSON key file."),
+        Field("scope", "Scope", show_if=_OAUTH,
+              help="Default: https://outlook.office365.com/.default (Microsoft), "
+                   "https://mail.google.com/ (Google)."),
+        Field("mailbox", "Send as (mailbox)", show_if=_OAUTH,
+              help="The mailbox to sign in as, e.g. noreply@example.com."),
         Field("verify_certificate", "Verify the certificate", "boolean", default=True,
               help="Turn off only for a server you trust with a self-signed certificate."),
         Field("ca_file", "CA file", "path",
               help="PEM file of certificate authorities to trust instead of the system's."),
         Field("helo_name", "HELO name", help="Name sent in EHLO; default: this host's name."),
         Field("timeout", "Timeout (seconds)", "float", default=30.0, min_value=1, max_value=300,
-              help="How long to wait for the server at each step."),
+              help="How long to wait for the server (and the token endpoint) at each step."),
     )
 
     @classmethod
+    def clean_options(cls, options: Mapping[str, Any], context: PluginContext) -> dict[str, Any]:
+        """As the base class, with ``auth`` inferred for records older than it, and the
+        options of the sign-in kinds not chosen dropped (a stale secret is not kept)."""
+        options = dict(options)
+        if options.get("auth") in (None, ""):
+            # Before OAuth there was no "auth": a user name or password meant password sign-in.
+            given = any(options.get(k) not in (None, "") for k in ("username", "password"))
+            options["auth"] = "password" if given else "none"
+        cleaned = super().clean_options(options, context)
+        used = _used_options(cleaned)
+        for name in _SIGN_IN_OPTIONS - used:
+            cleaned[name] = None
+        return cleaned
+
+    @classmethod
     def validate(cls, options: dict[str, Any], context: PluginContext) -> dict[str, str]:
-        """Checks across fields: credentials in pairs, a readable CA file."""
+        """Checks across fields: credentials in pairs, OAuth settings, a readable CA file."""
         errors = {}
-        if options.get("password") and not options.get("username"):
-            errors["username"] = "is required when a password is set"
+        if options.get("auth") == "password" and not options.get("username"):
+            errors["username"] = ("is required when a password is set" if options.get("password")
+                                  else "is required for password sign-in")
+        if options.get("auth") == "oauth2":
+            errors.update(oauth_tokens.check_options(options))
         ca_file = options.get("ca_file")
         if ca_file:
             path = Path(ca_file)
@@ -91,6 +148,8 @@ class NetworkDelivery(DeliveryMethod):
     def __init__(self, server, options, context) -> None:
         super().__init__(server, options, context)
         self._smtp: smtplib.SMTP | None = None
+        self._oauth = (oauth_tokens.config_from_options(self.options)
+                       if self.options.get("auth") == "oauth2" else None)
 
     # -- connection ------------------------------------------------------------------
     def _tls_context(self) -> ssl.SSLContext:
@@ -101,7 +160,40 @@ class NetworkDelivery(DeliveryMethod):
             return context
         return ssl.create_default_context(cafile=self.options.get("ca_file") or None)
 
-    def _connect(self, transcript: list[str] | None = None) -> smtplib.SMTP:
+    def _connect(self, transcript: list[str] | None = None, *, fresh_token: bool = False
+                 ) -> smtplib.SMTP:
+        """Connect, secure and sign in; with OAuth, a refused cached token is renewed once."""
+        if self._oauth is None:
+            return self._connect_once(transcript, None)
+        token = self._token(transcript, fresh=fresh_token)
+        try:
+            return self._connect_once(transcript, token)
+        except _TokenRefused:
+            # A cached token the server no longer takes (revoked, or expired early):
+            # fetch a new one and sign in again, once.
+            oauth_tokens.TOKENS.invalidate(self._oauth, token.value)
+            if transcript is not None:
+                transcript.append("  the server refused the cached token: fetching a new one")
+            return self._connect_once(transcript, self._token(transcript, fresh=True))
+
+    def _token(self, transcript: list[str] | None, *, fresh: bool) -> AccessToken:
+        config = self._oauth
+        if transcript is not None:
+            transcript.append(f"> OAuth token for {config.mailbox}: {config.grant} at "
+                              f"{config.token_endpoint}")
+        try:
+            token = oauth_tokens.TOKENS.get(config, fresh=fresh)
+        except TokenError as exc:
+            if transcript is not None:
+                transcript.append(f"< {exc.message}")
+            raise DeliveryError(f"no OAuth token for {config.mailbox}: {exc.message}") from None
+        if transcript is not None:
+            state = "new token" if token.fetched else "cached token"
+            transcript.append(f"< {state} (hidden), valid for {token.lifetime:.0f} s")
+        return token
+
+    def _connect_once(self, transcript: list[str] | None, token: AccessToken | None
+                      ) -> smtplib.SMTP:
         security = self.options.get("security", "starttls")
         timeout = float(self.options.get("timeout") or 30.0)
         helo = self.options.get("helo_name") or _default_helo_name()
@@ -145,8 +237,11 @@ class NetworkDelivery(DeliveryMethod):
                 _note(transcript, "STARTTLS", code, reply)
                 code, reply = smtp.ehlo()
                 _note(transcript, f"EHLO {helo}", code, reply)
-            self._authenticate(smtp, transcript)
-        except DeliveryError:
+            if token is not None:
+                self._authenticate_oauth(smtp, transcript, token)
+            else:
+                self._authenticate(smtp, transcript)
+        except (DeliveryError, _TokenRefused):
             smtp.close()
             raise
         except smtplib.SMTPAuthenticationError as exc:
@@ -184,6 +279,52 @@ class NetworkDelivery(DeliveryMethod):
             code, reply = _login_utf8(smtp, username, secret)
         # Never record the exchange itself: it carries the credentials.
         _note(transcript, f"AUTH as {username} (credentials hidden)", code, reply)
+
+    def _authenticate_oauth(self, smtp: smtplib.SMTP, transcript: list[str] | None,
+                            token: AccessToken) -> None:
+        config = self._oauth
+        where = f"{self.server.host}:{self.server.port}"
+        offered = smtp.esmtp_features.get("auth", "").upper().split()
+        if "XOAUTH2" in offered:
+            mechanism = "XOAUTH2"
+            initial = f"user={config.mailbox}\x01auth=Bearer {token.value.reveal()}\x01\x01"
+        elif "OAUTHBEARER" in offered:
+            mechanism = "OAUTHBEARER"  # RFC 7628
+            initial = (f"n,a={config.mailbox},\x01host={self.server.host}\x01port={self.server.port}"
+                       f"\x01auth=Bearer {token.value.reveal()}\x01\x01")
+        elif not smtp.has_extn("auth"):
+            hint = ("; Microsoft 365 and Google offer it only after STARTTLS: choose security "
+                    "'starttls' (port 587)" if self.options.get("security") == "none" else "")
+            raise DeliveryError(f"{where} offers no sign-in (AUTH){hint}")
+        else:
+            raise DeliveryError(f"{where} offers no OAuth sign-in (XOAUTH2 or OAUTHBEARER), "
+                                f"only: {' '.join(offered)}")
+        challenges: list[str] = []
+
+        def respond(challenge: bytes | None = None) -> str:
+            if challenge is None:
+                return initial
+            # An error challenge (JSON): the client ends the exchange, with an empty line
+            # for XOAUTH2 and ^A for OAUTHBEARER (RFC 7628, 3.2.3).
+            challenges.append(challenge.decode("utf-8", "replace"))
+            return "" if mechanism == "XOAUTH2" else "\x01"
+
+        command = f"AUTH {mechanism} as {config.mailbox} (token hidden)"
+        try:
+            code, reply = smtp.auth(mechanism, respond)
+        except smtplib.SMTPAuthenticationError as exc:
+            _note(transcript, command, exc.smtp_code, exc.smtp_error)
+            if not token.fetched:
+                raise _TokenRefused from None
+            detail = f"{exc.smtp_code} {_reply_text(exc.smtp_error)}"
+            if challenges:
+                detail += f" (the server's reason: {challenges[-1]})"
+            raise DeliveryError(
+                f"{where} refused the OAuth sign-in as {config.mailbox}: {detail}. The token "
+                f"endpoint issued the token, so {_PERMISSION_HINTS[config.provider]}",
+                code=exc.smtp_code,
+            ) from None
+        _note(transcript, command, code, reply)
 
     def open(self) -> bool:
         """Connect, secure and sign in, unless already connected."""
@@ -304,7 +445,9 @@ class NetworkDelivery(DeliveryMethod):
         """EHLO, TLS, AUTH, MAIL FROM, RCPT TO, then RSET and QUIT: nothing is sent."""
         transcript: list[str] = []
         try:
-            smtp = self._connect(transcript)
+            # A new token: a wrong secret, tenant or scope must show here, not hide behind
+            # a token still cached from before the change.
+            smtp = self._connect(transcript, fresh_token=True)
         except DeliveryError as exc:
             return CheckResult(False, exc.message, transcript)
         try:
@@ -333,6 +476,20 @@ class NetworkDelivery(DeliveryMethod):
                 _note(transcript, "QUIT", code, reply)
             except (OSError, smtplib.SMTPException):
                 smtp.close()
+
+
+class _TokenRefused(Exception):
+    """The server refused a cached OAuth token: fetch a new one and sign in again."""
+
+
+_PERMISSION_HINTS = {
+    "microsoft": "check that the app has the SMTP.SendAsApp permission (admin consent given), "
+                 "that its service principal is registered in Exchange Online with FullAccess "
+                 "to the mailbox (Add-MailboxPermission), and that SMTP AUTH is on for the mailbox",
+    "google": "check the service account's domain-wide delegation (its client ID with the "
+              "scope https://mail.google.com/) and that the mailbox is a user of the domain",
+    "generic": "check that the token grants access to this mailbox",
+}
 
 
 def _failed(message: OutgoingMessage, text: str, code: int | None, *, permanent: bool = False,
