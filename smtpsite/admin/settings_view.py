@@ -36,9 +36,11 @@ def _field(key: SettingKey, is_set: bool):
                              render_kw={"autocomplete": "new-password"})
     if isinstance(key.default, bool):
         return SelectField(key.label, choices=choice_list([("true", "On"), ("false", "Off")]),
-                           description=key.help)
+                           description=key.help, validate_choice=False)
     if key.choices:
-        return SelectField(key.label, choices=choice_list((c, c) for c in key.choices), description=key.help)
+        # The settings module checks the choice and says which values are allowed.
+        return SelectField(key.label, choices=choice_list((c, c) for c in key.choices),
+                           description=key.help, validate_choice=False)
     return StringField(key.label, description=key.help)
 
 
@@ -63,6 +65,8 @@ def save(form: FlaskForm, site: Site | None, resolved: dict[str, settings.Resolv
     """Store what changed; a key left at its inherited value keeps inheriting. All or nothing."""
     for key in editable_keys(site):
         field = form[field_name(key.name)]
+        if field.name not in request.form:
+            continue  # not submitted: left as it is
         raw = field.data or ""
         current = resolved[key.name]
         if key.secret and raw == "":
