@@ -427,6 +427,13 @@ class NetworkDelivery(DeliveryMethod):
                 f"{where} gave no answer after the whole message was sent: {_describe(exc)}",
                 None, after_data=True,
             )
+        if code != 250 and not 400 <= code < 600:
+            # Garbage, or a code that is no answer to the data: the server may have taken
+            # the message, so it must not go to another server.
+            return _failed(
+                message, f"{where} gave an unreadable answer after the whole message was sent: "
+                f"{code} {_reply_text(reply)[:200]}", None, after_data=True,
+            )
         if code != 250:
             # A definite refusal after the data: the server did not take the message.
             return _failed(message, f"{where} refused the message: {code} {_reply_text(reply)}",
