@@ -84,6 +84,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     init_admin(app)
 
+    from smtpsite.security_headers import init_security_headers
+
+    init_security_headers(app)  # after the admin panel: its bulk actions get CSP hashes
     from smtpsite.keys import check_at_startup
 
     check_at_startup(app)  # a key that cannot read the stored secrets is reported now
