@@ -180,12 +180,7 @@ class Worker:
                 continue
             # Short slices, so that a stop request is noticed quickly.
             for _ in self._listener.notifies(timeout=min(left, 0.5), stop_after=1):
-                self._drain_notifications()
                 return
-
-    def _drain_notifications(self) -> None:
-        for _ in self._listener.notifies(timeout=0):
-            pass
 
     def _upkeep(self) -> None:
         """Hand back what dead workers held, expire due emails, clear old archives."""

@@ -214,7 +214,6 @@ def test_the_send_helper_failure_lands_in_the_queue_and_the_worker_sends_it(qapp
     add_server(server)
     settings.set_value("emails.queue_enabled", False)
     db.session.commit()
-    from smtpsite import send_mail
 
     result = send_mail(None, to=["a@example.com"], subject="s", text="t")
     assert result.status == "deferred" and result.email_id
