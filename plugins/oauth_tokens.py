@@ -13,6 +13,7 @@ are used until shortly before they expire. Token values and credentials are held
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -24,9 +25,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
-from authlib.integrations.requests_client import AssertionSession, OAuth2Session, OAuthError
+from authlib.common.errors import AuthlibBaseError
+from authlib.integrations.requests_client import AssertionSession, OAuth2Session
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from joserfc.jwk import RSAKey
 
 from smtpsite.delivery import Secret
 
@@ -61,6 +64,7 @@ class ServiceAccountKey:
     key_id: str | None = None
 
 
+@functools.lru_cache(maxsize=16)  # loading and checking an RSA key is slow; plugins are built often
 def parse_private_key(text: str) -> ServiceAccountKey:
     """Read an RSA private key given as PEM or as a Google JSON key file; ValueError if not."""
     text = text.strip()
@@ -248,7 +252,7 @@ def fetch(config: OAuthConfig) -> tuple[Secret, float]:
     grant = _jwt_bearer if config.private_key is not None else _client_credentials
     try:
         token = grant(config)
-    except OAuthError as exc:
+    except AuthlibBaseError as exc:  # the endpoint's own error: invalid_client, AADSTS...
         detail = f"{exc.error}: {exc.description}" if exc.description else str(exc.error)
         raise TokenError(scrub(f"the token endpoint {where} refused: {detail}", config.secrets())) from None
     except requests.Timeout:
@@ -291,7 +295,7 @@ def _jwt_bearer(config: OAuthConfig) -> dict:
     with AssertionSession(token_endpoint=config.token_endpoint, issuer=config.client_id,
                           subject=config.mailbox, audience=config.token_endpoint,
                           claims={"scope": config.scope}, header=header,
-                          key=key.pem.reveal(), default_timeout=config.timeout) as session:
+                          key=RSAKey.import_key(key.pem.reveal()), default_timeout=config.timeout) as session:
         return session.refresh_token()
 
 
