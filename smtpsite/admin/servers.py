@@ -107,7 +107,8 @@ class ServersView(scoping.ScopedModelView):
                            "last_check", "created_at", "updated_at")
     column_export_list = ("server_name", "display_name", "priority", "enabled", "method", "sites",
                           "max_connections", "rate_limit", "sender_filter")
-    column_labels = {"server_name": "Server", "method": "Delivery method",
+    column_labels = {"server_name": "Server", "display_name": "Display name",
+                     "method": "Delivery method",
                      "last_check": "Last check", "options": "Options"}
     column_formatters = {"server_name": _name, "sites": _sites_text, "last_check": _last_check}
     column_formatters_detail = {"sites": _sites_text, "last_check": _last_check,

@@ -47,7 +47,8 @@ class SitesView(scoping.ScopedModelView):
     column_list = ("code_name", "display_name", "domains", "links")
     column_details_list = ("code_name", "display_name", "domains", "created_at")
     column_export_list = ("code_name", "display_name", "domains", "created_at")
-    column_labels = {"links": "", "domains": "Domain names"}
+    column_labels = {"links": "", "domains": "Domain names", "code_name": "Code name",
+                     "display_name": "Display name"}
     column_formatters = {"domains": _domains_text, "links": _settings_link}
     column_formatters_export = {"domains": _domains_text}
     column_searchable_list = ("code_name", "display_name")

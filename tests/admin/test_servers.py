@@ -68,7 +68,8 @@ def test_create_starts_with_the_method_then_shows_its_fields(root, world):
 def test_create_network_server(panel, root, world):
     response = post(root, "/admin/server/new/?method=network",
                     network_form("smtp.example.org:587", **{"options-security": "starttls",
-                                 "options-username": "u1", "options-password": "pw-123456"}))
+                                 "options-auth": "password", "options-username": "u1",
+                                 "options-password": "pw-123456"}))
     assert response.status_code == 302, text(response)
     with panel.app_context():
         server = db.session.query(SmtpServer).filter_by(server_name="smtp.example.org:587").one()
@@ -80,7 +81,8 @@ def test_create_network_server(panel, root, world):
 @pytest.mark.parametrize(("overrides", "field", "message"), [
     ({"server_name": "bad host!"}, "server_name", "server_name"),
     ({"server_name": "mail.example.org:70000"}, "server_name", "port"),
-    ({"options-password": "lonely-pw"}, "options-username", "is required when a password is set"),
+    ({"options-auth": "password", "options-password": "lonely-pw"}, "options-username",
+     "is required when a password is set"),
     ({"options-timeout": "abc"}, "options-timeout", "must be a number"),
     ({"scope": "sites"}, "sites", "or at least one site"),
     ({"max_connections": "0"}, "max_connections", "Number must be at least 1"),
@@ -115,7 +117,8 @@ def test_edit_prefills_and_keeps_the_secret_when_left_empty(panel, root, world):
     assert SERVER_SECRET not in page
     response = post(root, f"/admin/server/edit/?id={world.server_a}",
                     network_form("alpha-relay.example.net:2526", scope="sites",
-                                 sites=[world.site_a], **{"options-username": "mailer"}))
+                                 sites=[world.site_a],
+                                 **{"options-auth": "password", "options-username": "mailer"}))
     assert response.status_code == 302, text(response)
     with panel.app_context():
         server = db.session.get(SmtpServer, world.server_a)
@@ -123,7 +126,8 @@ def test_edit_prefills_and_keeps_the_secret_when_left_empty(panel, root, world):
         assert server_options(server)["password"].reveal() == SERVER_SECRET
     post(root, f"/admin/server/edit/?id={world.server_a}",
          network_form("alpha-relay.example.net:2526", scope="sites", sites=[world.site_a],
-                      **{"options-username": "mailer", "options-password": "new-pw-000"}))
+                      **{"options-auth": "password", "options-username": "mailer",
+                         "options-password": "new-pw-000"}))
     with panel.app_context():
         server = db.session.get(SmtpServer, world.server_a)
         assert server_options(server)["password"].reveal() == "new-pw-000"
@@ -133,7 +137,7 @@ def test_choosing_all_sites_drops_the_site_list(panel, root, world):
     response = post(root, f"/admin/server/edit/?id={world.server_ab}",
                     network_form("shared-relay.example.net", scope="all",
                                  sites=[world.site_a, world.site_b],
-                                 **{"options-username": "mailer"}))
+                                 **{"options-auth": "password", "options-username": "mailer"}))
     assert response.status_code == 302
     with panel.app_context():
         server = db.session.get(SmtpServer, world.server_ab)
@@ -174,7 +178,7 @@ def test_test_connection_runs_the_check_and_records_it(panel, root, world, smtp_
     with panel.app_context():
         server = db.session.get(SmtpServer, world.server_a)
         server.server_name = smtp_server.server_name
-        server.options = {**server.options, "security": "none", "username": None}
+        server.options = {**server.options, "security": "none", "auth": "none", "username": None}
         server.secrets = None
         db.session.commit()
     page = text(root.get(f"/admin/server/test/?id={world.server_a}"))
