@@ -65,13 +65,22 @@ def _settings_server(site: Site | None) -> ChainEntry | None:
         entry.address = parse_server_name(server_name)
     except AddressError as exc:
         entry.skipped = f"invalid server name: {exc}"
+    entry.options = {"security": values["emails.smtp_security"].value}
+    if values["emails.smtp_auth"].value == "oauth2":
+        entry.options["auth"] = "oauth2"
+        for name in ("provider", "tenant", "token_endpoint", "client_id", "client_secret",
+                     "private_key", "scope", "mailbox"):
+            value = values[f"emails.smtp_oauth_{name}"].value
+            entry.options[name] = value or None
+        return entry
     password = values["emails.smtp_password"].value
     username = values["emails.smtp_username"].value
-    entry.options = {
-        "security": values["emails.smtp_security"].value,
-        "username": username or None,
-        "password": password if username and password else None,
-    }
+    use_password = values["emails.smtp_auth"].value == "password" and bool(username)
+    entry.options.update({
+        "auth": "password" if use_password else "none",
+        "username": username if use_password else None,
+        "password": password if use_password and password else None,
+    })
     return entry
 
 
