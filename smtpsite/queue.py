@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from email.utils import format_datetime, localtime, make_msgid
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, bindparam, delete, func, or_, select, text, update
@@ -20,6 +21,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
+from smtpsite.addresses import AddressError, check_address, envelope_address
 from smtpsite.extensions import db
 from smtpsite.messages import PreparedEmail
 from smtpsite.models import (
@@ -443,6 +445,44 @@ def resend(where: ColumnElement[bool], note: str = "resent by an operator") -> i
         if count and _is_postgresql(conn):
             conn.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
     return count
+
+
+def resend_to(email_id: int, address: str) -> int:
+    """Queue a copy of a stored email for ``address`` alone; return the copy's id.
+
+    The copy carries the original bytes under ``Resent-Date``, ``Resent-To`` and
+    ``Resent-Message-ID`` headers (RFC 5322, 3.6.6); the original stays as it was.
+    Raises ``AddressError`` for an address that cannot be used.
+    """
+    address = check_address(address)
+    envelope, needs_utf8 = envelope_address(address)
+    if needs_utf8:
+        raise AddressError(f"{address!r}: resending to a non-ASCII local part is not supported")
+    with Session(db.engine, expire_on_commit=False) as session, session.begin():
+        original = session.get(Email, email_id)
+        if original is None:
+            raise LookupError(f"no email with id {email_id}")
+        new_id = make_msgid(domain=original.message_id.rpartition("@")[2].rstrip(">") or None)
+        resent = (f"Resent-Date: {format_datetime(localtime())}\r\nResent-To: {envelope}\r\n"
+                  f"Resent-Message-ID: {new_id}\r\n").encode("ascii")
+        copy = Email(
+            message_id=new_id, site_id=original.site_id, status="waiting",
+            priority=original.priority, sender=original.sender, to=[address], cc=[], bcc=[],
+            reply_to=original.reply_to, subject=original.subject, text_body=original.text_body,
+            html_body=original.html_body, format=original.format, headers=original.headers,
+            envelope_sender=original.envelope_sender, recipients=[envelope],
+            raw=resent + original.raw, smtputf8=original.smtputf8, created_at=utcnow(),
+            last_result=f"copy of {original.message_id}, resent to {address}",
+        )
+        copy.attachments = [
+            EmailAttachment(filename=a.filename, mimetype=a.mimetype, size=a.size,
+                            content_id=a.content_id)
+            for a in original.attachments
+        ]
+        session.add(copy)
+        if session.get_bind().dialect.name == "postgresql":
+            session.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
+    return copy.id
 
 
 def delete_emails(where: ColumnElement[bool]) -> int:

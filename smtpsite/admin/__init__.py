@@ -70,6 +70,9 @@ def init_admin(app: Flask) -> None:
     admin.add_view(RoutingView(name="Routing preview", endpoint="routing"))
     admin.add_view(TestMailView(name="Send test email", endpoint="testmail"))
     admin.add_view(UsersView(User, name="Users", endpoint="user"))
+    from smtpsite.admin.queue import add_queue_views  # Email queue, Sent emails, home panel
+
+    add_queue_views(app, admin)
     app.extensions["smtpsite_admin"] = AdminState(
         admin=admin,
         throttle=LoginThrottle(free_attempts=app.config.get("SMTPSITE_LOGIN_FREE_ATTEMPTS", 5)),
