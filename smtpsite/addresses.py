@@ -22,6 +22,11 @@ for _allowed in ("local", "localhost"):
 _LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 
 
+# NUL and every character Python's email package treats as a line end (str.splitlines):
+# any of them in a header would end it, or make the email package refuse it.
+LINE_BREAKS = "\r\n\x00\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+
+
 class AddressError(ValueError):
     """A server name, email address or header value is not acceptable."""
 
@@ -88,7 +93,7 @@ def check_address(address: str) -> str:
     """Check one email address; return it normalised (IDNA domain kept readable)."""
     if not isinstance(address, str):
         raise AddressError(f"{address!r} is not an email address (expected text)")
-    if any(ch in address for ch in "\r\n\x00"):
+    if any(ch in address for ch in LINE_BREAKS):
         raise AddressError(f"{address!r} contains a line break")
     try:
         info = validate_email(
@@ -115,7 +120,7 @@ def mailbox_address(entry: str, what: str = "address") -> str:
     """The checked address of one ``addr`` or ``Name <addr>`` entry."""
     if not isinstance(entry, str):
         raise AddressError(f"{what} {entry!r} is not an email address (expected text)")
-    if any(ch in entry for ch in "\r\n\x00"):
+    if any(ch in entry for ch in LINE_BREAKS):
         raise AddressError(f"{what} {entry!r} contains a line break")
     pairs = getaddresses([entry])
     if len(pairs) != 1 or not pairs[0][1]:
@@ -141,7 +146,7 @@ def check_header_value(name: str, value: str) -> str:
     """Refuse CR, LF or NUL in a header value (header injection)."""
     if not isinstance(value, str):
         raise AddressError(f"header {name!r} must be text")
-    if any(ch in value for ch in "\r\n\x00"):
+    if any(ch in value for ch in LINE_BREAKS):
         raise AddressError(f"header {name!r} contains a line break")
     return value
 

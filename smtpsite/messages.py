@@ -209,22 +209,27 @@ def build_message(
         text_part, html_part = None, html
 
     msg = EmailMessage(policy=BUILD_POLICY)
-    msg["From"] = sender_header
-    if to_list:
-        msg["To"] = ", ".join(to)
-    if cc_list:
-        msg["Cc"] = ", ".join(cc)
-    if reply:
-        msg["Reply-To"] = reply
-    msg["Subject"] = subject
-    msg["Date"] = format_datetime(localtime())
-    msg["Message-ID"] = make_msgid(domain=_msgid_domain(sender_addr))
-    x_priority, importance, prio = PRIORITY_HEADERS[priority]
-    msg["X-Priority"] = x_priority
-    msg["Importance"] = importance
-    msg["Priority"] = prio
-    for name, value in extra.items():
-        msg[name] = value
+    try:
+        msg["From"] = sender_header
+        if to_list:
+            msg["To"] = ", ".join(to)
+        if cc_list:
+            msg["Cc"] = ", ".join(cc)
+        if reply:
+            msg["Reply-To"] = reply
+        msg["Subject"] = subject
+        msg["Date"] = format_datetime(localtime())
+        msg["Message-ID"] = make_msgid(domain=_msgid_domain(sender_addr))
+        x_priority, importance, prio = PRIORITY_HEADERS[priority]
+        msg["X-Priority"] = x_priority
+        msg["Importance"] = importance
+        msg["Priority"] = prio
+        for name, value in extra.items():
+            msg[name] = value
+    except ValueError as exc:
+        # An encoded word may decode to a line break ("=?utf-8?b?DQo=?="): the email
+        # package refuses it while parsing the header.
+        raise MessageError(f"a header cannot be used as given: {exc}") from None
 
     _set_bodies(msg, text_part, html_part, files)
     envelope_recipients = [*to_list, *cc_list, *bcc_list]
