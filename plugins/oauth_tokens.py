@@ -79,6 +79,7 @@ def parse_private_key(text: str) -> ServiceAccountKey:
         client_email = data.get("client_email") if isinstance(data.get("client_email"), str) else None
         key_id = data.get("private_key_id") if isinstance(data.get("private_key_id"), str) else None
         text = data["private_key"].strip()
+    text = _pem_lines(text)
     try:
         key = serialization.load_pem_private_key(text.encode(), password=None)
     except (ValueError, TypeError):
@@ -87,6 +88,20 @@ def parse_private_key(text: str) -> ServiceAccountKey:
     if not isinstance(key, rsa.RSAPrivateKey):
         raise ValueError("must be an RSA private key (Google signs service account JWTs with RS256)")
     return ServiceAccountKey(Secret(text), client_email, key_id)
+
+
+_PEM = re.compile(r"(-----BEGIN [A-Z ]+-----)\s*(.*?)\s*(-----END [A-Z ]+-----)", re.S)
+
+
+def _pem_lines(text: str) -> str:
+    # A password input (the admin shows secrets in one) drops the line breaks of a pasted
+    # PEM key: put them back.
+    match = _PEM.fullmatch(text)
+    if match is None:
+        return text
+    body = "".join(match.group(2).split())
+    return "\n".join([match.group(1), *(body[i:i + 64] for i in range(0, len(body), 64)),
+                      match.group(3)]) + "\n"
 
 
 def token_endpoint_problem(url: str) -> str | None:

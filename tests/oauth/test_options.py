@@ -122,3 +122,13 @@ def test_token_endpoint_and_scope_are_filled_for_known_providers(pem):
     assert own.scope == "https://outlook.office365.us/.default"
     for text in (repr(config), repr(google), repr(own)):
         assert CLIENT_SECRET not in text and "PRIVATE KEY" not in text
+
+
+def test_a_key_pasted_without_line_breaks_is_read(pem):
+    # A password input drops line breaks; the JSON key file survives that anyway.
+    one_line = pem.replace("\n", "")
+    cleaned = clean({"auth": "oauth2", "provider": "google", "client_id": SA_EMAIL,
+                     "private_key": one_line, "mailbox": MAILBOX})
+    assert config_from_options(cleaned).private_key.pem == Secret(pem)
+    key_file = json.dumps({"private_key": pem, "client_email": SA_EMAIL}, indent=2).replace("\n", "")
+    assert clean({**cleaned, "private_key": key_file})["private_key"] == key_file
