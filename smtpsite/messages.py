@@ -226,10 +226,10 @@ def build_message(
         msg["Priority"] = prio
         for name, value in extra.items():
             msg[name] = value
-    except ValueError as exc:
-        # An encoded word may decode to a line break ("=?utf-8?b?DQo=?="): the email
-        # package refuses it while parsing the header.
-        raise MessageError(f"a header cannot be used as given: {exc}") from None
+    except (ValueError, LookupError, AttributeError, TypeError):
+        # The email package's header parser refuses (an encoded word that decodes to a line
+        # break, "=?utf-8?b?DQo=?=") or trips over (a display name of ".") hostile input.
+        raise MessageError("an address, display name or header cannot be encoded as given") from None
 
     _set_bodies(msg, text_part, html_part, files)
     envelope_recipients = [*to_list, *cc_list, *bcc_list]
