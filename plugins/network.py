@@ -38,6 +38,10 @@ def _default_helo_name() -> str:
     return socket.gethostname() or "localhost"
 
 
+def _filled(value: Any) -> bool:
+    return bool(value.reveal() if isinstance(value, Secret) else value not in (None, ""))
+
+
 def _used_options(options: Mapping[str, Any]) -> frozenset[str]:
     auth = options.get("auth")
     if auth == "password":
@@ -112,7 +116,7 @@ class NetworkDelivery(DeliveryMethod):
         options = dict(options)
         if options.get("auth") in (None, ""):
             # Before OAuth there was no "auth": a user name or password meant password sign-in.
-            given = any(options.get(k) not in (None, "") for k in ("username", "password"))
+            given = any(_filled(options.get(k)) for k in ("username", "password"))
             options["auth"] = "password" if given else "none"
         cleaned = super().clean_options(options, context)
         used = _used_options(cleaned)

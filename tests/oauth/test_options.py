@@ -16,6 +16,11 @@ MICROSOFT = {"auth": "oauth2", "provider": "microsoft", "tenant": TENANT, "clien
              "client_secret": CLIENT_SECRET, "mailbox": MAILBOX}
 
 
+def plain(value) -> str | None:
+    """A secret option's value as text (cleaning may keep it wrapped in a Secret)."""
+    return value.reveal() if isinstance(value, Secret) else value
+
+
 def clean(options: dict) -> dict:
     return NetworkDelivery.clean_options(options, CONTEXT)
 
@@ -30,7 +35,7 @@ def test_records_from_before_the_auth_option_keep_their_meaning():
     # A stored record with a user name and password and no "auth": password sign-in.
     old = clean({"security": "starttls", "username": "mailer", "password": "s3cret-Passw0rd"})
     assert old["auth"] == "password" and old["username"] == "mailer"
-    assert old["password"] == "s3cret-Passw0rd"
+    assert plain(old["password"]) == "s3cret-Passw0rd"
     # Secrets come back from the database as Secret values.
     assert clean({"username": "mailer", "password": Secret("from-the-database")})["auth"] == "password"
     # No credentials: no sign-in, as before.
@@ -48,7 +53,7 @@ def test_options_of_other_sign_in_kinds_are_dropped(pem):
     # E.g. a server switched from password to OAuth in the panel: the old password is not kept.
     cleaned = clean({**MICROSOFT, "username": "mailer", "password": "old-Passw0rd-1"})
     assert cleaned["username"] is None and cleaned["password"] is None
-    assert cleaned["client_secret"] == CLIENT_SECRET and cleaned["tenant"] == TENANT
+    assert plain(cleaned["client_secret"]) == CLIENT_SECRET and cleaned["tenant"] == TENANT
     cleaned = clean({"auth": "none", "username": "mailer", "password": "old-Passw0rd-1",
                      "client_secret": CLIENT_SECRET})
     assert all(cleaned[k] is None for k in ("username", "password", "client_secret", "provider"))
@@ -131,4 +136,4 @@ def test_a_key_pasted_without_line_breaks_is_read(pem):
                      "private_key": one_line, "mailbox": MAILBOX})
     assert config_from_options(cleaned).private_key.pem == Secret(pem)
     key_file = json.dumps({"private_key": pem, "client_email": SA_EMAIL}, indent=2).replace("\n", "")
-    assert clean({**cleaned, "private_key": key_file})["private_key"] == key_file
+    assert plain(clean({**cleaned, "private_key": key_file})["private_key"]) == key_file
