@@ -67,7 +67,8 @@ class Field:
     def coerce(self, raw: Any) -> Any:
         """Turn a raw value (from a form, the CLI or JSON) into this field's type.
 
-        Raises ``ValueError`` with a message fit to show next to the field.
+        Raises ``ValueError`` with a message fit to show next to the field. A secret
+        field's value comes back as a ``Secret``.
         """
         if isinstance(raw, Secret):
             raw = raw.reveal()
@@ -100,7 +101,8 @@ class Field:
             raise ValueError("must be a single line")
         if "\x00" in raw:
             raise ValueError("must not contain NUL characters")
-        return raw if self.secret else raw.strip()
+        # Secret values stay wrapped, so a plugin's options never show them in a repr.
+        return Secret(raw) if self.secret else raw.strip()
 
     def is_active(self, options: Mapping[str, Any]) -> bool:
         """Whether this field applies, given the other options (see ``show_if``)."""

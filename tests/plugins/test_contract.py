@@ -179,8 +179,9 @@ class MemoryContract(DeliveryMethodContract):
 
 
 class LeakyRepr(MemoryDelivery):
+    # Options hold secrets as Secret objects, so only an explicit reveal() can leak one.
     def __repr__(self):
-        return f"<LeakyRepr {self.options}>"
+        return f"<LeakyRepr token={self.options['token'].reveal()}>"
 
 
 class ConnectionPerMessage(MemoryDelivery):
@@ -202,8 +203,9 @@ class CheckThatSends(MemoryDelivery):
 class EchoingValidation(MemoryDelivery):
     @classmethod
     def validate(cls, options, context):
-        if not options["token"].startswith("memory-"):
-            return {"token": f"{options['token']!r} does not look like a memory token"}
+        token = options["token"].reveal()
+        if not token.startswith("memory-"):
+            return {"token": f"{token!r} does not look like a memory token"}
         return {}
 
 
