@@ -54,9 +54,15 @@ def init_command() -> None:
 
     upgrade(directory=MIGRATIONS_DIR)
     click.echo("database schema is up to date")
-    # On an empty database: the panel's first global administrator, password shown once here.
+    # On an empty database: a demo site sending to the mail catcher (before the first user
+    # makes the database non-empty), and the panel's first global administrator, whose
+    # password is shown once here.
     from smtpsite.admin.auth import ensure_first_admin
+    from smtpsite.catcher import ensure_demo_site
 
+    if demo := ensure_demo_site(current_app):
+        click.echo(f"Created the site {demo.code_name!r}: its default server is the mail catcher "
+                   "(see Captured mail in the panel).")
     ensure_first_admin(click.echo)
     # A key that cannot read the stored secrets is said here, not at the first send.
     from smtpsite.keys import check_keys

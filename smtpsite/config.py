@@ -11,6 +11,17 @@ from cryptography.fernet import Fernet
 
 ENV_PREFIX = "SMTPSITE_"
 
+
+def boolean(raw: str) -> bool:
+    """An on/off environment value: 1/0, on/off, yes/no, true/false."""
+    value = raw.strip().lower()
+    if value in ("1", "on", "yes", "true"):
+        return True
+    if value in ("0", "off", "no", "false"):
+        return False
+    raise ValueError(raw)
+
+
 # Keys read from the environment and how each is parsed.
 _ENV_PARSERS: dict[str, Any] = {
     "SMTPSITE_DATABASE_URL": str,
@@ -19,6 +30,14 @@ _ENV_PARSERS: dict[str, Any] = {
     "SMTPSITE_FLASK_SECRET_KEY": str,
     "SMTPSITE_SEND_TIMEOUT": float,
     "SMTPSITE_BUSY_WAIT": float,
+    "SMTPSITE_METRICS_ENABLED": boolean,
+    "SMTPSITE_METRICS_TOKEN": str,
+    "SMTPSITE_HEALTHZ_WORKER_AGE": float,
+    "SMTPSITE_HEARTBEAT_SECONDS": float,
+    "SMTPSITE_ALERT_EVERY": float,
+    "SMTPSITE_CATCHER_ENABLED": boolean,
+    "SMTPSITE_CATCHER_PORT": int,
+    "SMTPSITE_CATCHER_MAX_SIZE": int,
 }
 
 
@@ -33,6 +52,20 @@ def default_config(instance_path: str) -> dict[str, Any]:
         "SMTPSITE_SEND_TIMEOUT": 300.0,
         # How long the send helper waits for a busy server to become free (seconds).
         "SMTPSITE_BUSY_WAIT": 30.0,
+        # The built-in mail catcher (127.0.0.1 only), started by ``smtpsite serve``; its port,
+        # and the largest message it takes (bytes; larger ones are refused with 552).
+        "SMTPSITE_CATCHER_ENABLED": True,
+        "SMTPSITE_CATCHER_PORT": 8025,
+        "SMTPSITE_CATCHER_MAX_SIZE": 25 * 1024 * 1024,
+        # Operations (see smtpsite/ops.py, smtpsite/health.py): /metrics is off unless enabled,
+        # and asks for "Authorization: Bearer <token>" when a token is set. /healthz answers
+        # 503 when no worker beat within this many seconds (0: no worker needed).
+        "SMTPSITE_METRICS_ENABLED": False,
+        "SMTPSITE_METRICS_TOKEN": "",
+        "SMTPSITE_HEALTHZ_WORKER_AGE": 60.0,
+        # How often a worker notes it is alive, and looks for alerts to send (seconds).
+        "SMTPSITE_HEARTBEAT_SECONDS": 5.0,
+        "SMTPSITE_ALERT_EVERY": 15.0,
         # Load plugins from entry points; tests may pass an explicit list of classes instead.
         "SMTPSITE_PLUGINS": None,
     }

@@ -63,14 +63,19 @@ def worker_command(once: bool, idle_poll: float | None) -> None:
 @click.option("--port", default=5000, show_default=True, type=int)
 @click.option("--worker/--no-worker", default=True, show_default=True,
               help="Run a queue worker in the background.")
-def serve_command(host: str, port: int, worker: bool) -> None:
-    """Serve the admin panel and run one queue worker beside it (the quick-start command)."""
+@click.option("--catcher/--no-catcher", default=True, show_default=True,
+              help="Run the mail catcher (unless SMTPSITE_CATCHER_ENABLED is off).")
+def serve_command(host: str, port: int, worker: bool, catcher: bool) -> None:
+    """Serve the admin panel with a queue worker and the mail catcher (the quick-start command)."""
     from werkzeug.serving import run_simple
+
+    from smtpsite.catcher import start_in_background
 
     _setup_logging()
     app = current_app._get_current_object()
     stop = threading.Event()
     thread = run_in_thread(app, stop) if worker else None
+    mail_catcher = start_in_background(app) if catcher else None
 
     def terminate(signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt  # the development server stops cleanly on it
@@ -80,6 +85,8 @@ def serve_command(host: str, port: int, worker: bool) -> None:
         run_simple(host, port, app, threaded=True)
     finally:
         stop.set()
+        if mail_catcher is not None:
+            mail_catcher.stop()
         if thread is not None:
             thread.join(timeout=60)
 
@@ -142,4 +149,7 @@ def add_worker_commands(group: AppGroup) -> None:
     """Add ``worker``, ``serve`` and ``queue`` to the ``smtpsite`` command group."""
     group.add_command(worker_command)
     group.add_command(serve_command)
+    from smtpsite.catcher import catcher_command
+
+    group.add_command(catcher_command)
     group.add_command(queue_cli)
