@@ -1,0 +1,1 @@
+"""smtpsite's benchmark suite: ``python -m bench`` (``--quick`` for the small CI run)."""
