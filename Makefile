@@ -25,7 +25,7 @@ install-dev: $(VENV)/.installed-dev
 ## Install, create or upgrade the database, and start the panel on http://127.0.0.1:5000/
 run: install
 	$(BIN)/flask --app app smtpsite init
-	$(BIN)/flask --app app run
+	$(BIN)/flask --app app smtpsite serve
 
 ## Install and run the linter and the whole test suite.
 test: install-dev

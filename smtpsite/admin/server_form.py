@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
 import wtforms
+from flask import current_app
 from flask_wtf import FlaskForm
 from markupsafe import escape
 from wtforms import (
@@ -22,8 +24,9 @@ from wtforms import (
 from wtforms.validators import InputRequired, NumberRange, Optional
 
 from smtpsite.admin.fields import MultiCheckboxField, choice_list
-from smtpsite.delivery import DeliveryMethod, Field
+from smtpsite.delivery import DeliveryMethod, Field, OptionsError
 from smtpsite.models import PRIORITIES, Site, SmtpServer
+from smtpsite.routing import server_options
 
 
 def _option_field(spec: Field, secret_set: bool) -> wtforms.Field:
@@ -31,23 +34,27 @@ def _option_field(spec: Field, secret_set: bool) -> wtforms.Field:
     label = spec.label + (" (required)" if spec.required else "")
     # Plugin help is plain text: escape it (Flask-Admin renders descriptions as HTML).
     help_text = escape(spec.help)
+    render_kw: dict[str, Any] = {}
     if spec.show_if is not None:
         other, values = spec.show_if
+        # Without script the help says when the field applies; with it, the form hides it.
         help_text += escape(f" Used only when {other} is {' or '.join(values)}.")
+        render_kw["data-show-if"] = json.dumps({"field": other, "values": list(values)})
     if spec.secret:
         state = "A value is set: leave empty to keep it." if secret_set else "No value is set."
         return PasswordField(label, description=escape(state) + " " + help_text,
-                             render_kw={"autocomplete": "new-password"})
+                             render_kw={"autocomplete": "new-password", **render_kw})
     if spec.type == "boolean":
-        return BooleanField(label, default=bool(spec.default), description=help_text)
+        return BooleanField(label, default=bool(spec.default), description=help_text,
+                            render_kw=render_kw)
     if spec.type == "choice":
         return SelectField(label, choices=choice_list(spec.choices), default=spec.default,
-                           description=help_text)
+                           description=help_text, render_kw=render_kw)
     default = "" if spec.default is None else str(spec.default)
     if spec.type == "text":
-        return TextAreaField(label, default=default, description=help_text)
+        return TextAreaField(label, default=default, description=help_text, render_kw=render_kw)
     # Numbers and paths are typed as text and checked by the plugin's own rules.
-    return StringField(label, default=default, description=help_text)
+    return StringField(label, default=default, description=help_text, render_kw=render_kw)
 
 
 def options_form_class(plugin: type[DeliveryMethod], secrets_set: Mapping[str, bool]) -> type:
@@ -94,7 +101,22 @@ def server_form_class(plugin: type[DeliveryMethod], *, sites: list[Site], allow_
     return ServerForm
 
 
-def prefill(form: FlaskForm, server: SmtpServer) -> None:
+def effective_options(plugin: type[DeliveryMethod], server: SmtpServer) -> dict[str, Any]:
+    """The stored options as the plugin reads them (defaults and derived values filled in).
+
+    A record saved before the plugin gained an option shows what the plugin will use,
+    not the field's bare default. Stored options that no longer validate are shown as
+    they are, so the form can correct them.
+    """
+    context = current_app.extensions["smtpsite"].plugin_context
+    try:
+        cleaned = plugin.clean_options(server_options(server), context)
+    except OptionsError:
+        return dict(server.options or {})
+    return {k: v for k, v in cleaned.items() if k not in plugin.secret_fields()}
+
+
+def prefill(form: FlaskForm, server: SmtpServer, plugin: type[DeliveryMethod]) -> None:
     """Fill the form from a stored server; secrets stay empty (only 'set' is shown)."""
     form.server_name.data = server.server_name
     form.display_name.data = server.display_name or ""
@@ -106,9 +128,10 @@ def prefill(form: FlaskForm, server: SmtpServer) -> None:
     form.rate_limit.data = server.rate_limit
     form.sender_filter.data = server.sender_filter or ""
     if server.method == form.method.data:
+        options = effective_options(plugin, server)
         for name, field in form.options.form._fields.items():
-            if name in (server.options or {}) and not isinstance(field, PasswordField):
-                value = server.options[name]
+            if name in options and not isinstance(field, PasswordField):
+                value = options[name]
                 field.data = value if isinstance(field, BooleanField | SelectField) else (
                     "" if value is None else str(value))
 

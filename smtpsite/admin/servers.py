@@ -205,7 +205,7 @@ class ServersView(scoping.ScopedModelView):
             flash(str(exc), "error")
             return redirect(return_url)
         if request.method == "GET":
-            prefill(form, server)
+            prefill(form, server, self._plugin(method))
         saved = self._save(form, server)
         if saved is not None:
             flash(f"Server {saved.server_name} was saved.", "success")

@@ -93,3 +93,46 @@ def test_site_admin_sees_only_their_sites(page, live_url, world):
     response = page.goto(f"{live_url}/admin/user/")
     assert response.status == 403
     assert page.console_errors == []
+
+
+def test_server_form_shows_only_the_options_of_the_chosen_sign_in(page, live_url, world):
+    sign_in(page, live_url, world.global_admin)
+    page.goto(f"{live_url}/admin/server/new/")
+    page.check("#method-network")
+    page.click("#choose-method button[type=submit]")
+    assert page.locator("#options-auth").input_value() == "none"
+    for hidden in ("#options-username", "#options-password", "#options-client_id"):
+        assert not page.locator(hidden).is_visible(), hidden
+    page.select_option("#options-auth", "password")
+    assert page.locator("#options-username").is_visible()
+    assert page.locator("#options-password").is_visible()
+    assert not page.locator("#options-client_secret").is_visible()
+    page.select_option("#options-auth", "oauth2")
+    for shown in ("#options-provider", "#options-tenant", "#options-client_id",
+                  "#options-client_secret", "#options-mailbox"):
+        assert page.locator(shown).is_visible(), shown
+    assert not page.locator("#options-username").is_visible()
+    shot(page, "05-server-form-oauth")
+    assert page.console_errors == []
+
+
+def test_an_old_record_with_a_user_name_opens_as_password_sign_in(page, live_url, panel, world):
+    from smtpsite.extensions import db
+    from smtpsite.models import SmtpServer
+    from smtpsite.servers import save_server
+
+    with panel.app_context():
+        server = save_server(None, server_name="legacy.example:587", method="network",
+                             options={"security": "starttls", "username": "mailer",
+                                      "password": "pw"}, is_global=True)
+        db.session.commit()
+        # As saved before the sign-in choice existed: no "auth" option stored.
+        db.session.get(SmtpServer, server.id).options = {
+            k: v for k, v in server.options.items() if k != "auth"}
+        db.session.commit()
+        server_id = server.id
+    sign_in(page, live_url, world.global_admin)
+    page.goto(f"{live_url}/admin/server/edit/?id={server_id}")
+    assert page.locator("#options-auth").input_value() == "password"
+    assert page.locator("#options-username").input_value() == "mailer"
+    assert page.locator("#options-password").is_visible()
