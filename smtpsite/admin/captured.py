@@ -154,6 +154,7 @@ class CapturedMailView(scoping.ScopedModelView):
     column_sortable_list = ("received_at", "mail_from", "subject", "size")
     column_default_sort = [("received_at", True), ("id", True)]
     column_formatters = {
+        "received_at": lambda v, c, m, n: m.received_at.strftime("%Y-%m-%d %H:%M:%S"),
         "rcpt_tos": lambda v, c, m, n: ", ".join(m.rcpt_tos or []),
         "subject": _subject_link,
         "size": lambda v, c, m, n: human_size(m.size),
