@@ -181,7 +181,7 @@ def ensure_demo_site(app: Flask) -> Site | None:
         return None
     from smtpsite.sites import create_site
 
-    site = create_site(DEMO_CODE, DEMO_NAME, ["example.com"])
+    site = create_site(DEMO_CODE, DEMO_NAME)
     db.session.flush()
     settings.set_value("emails.smtp_server", f"{HOST}:{app.config['SMTPSITE_CATCHER_PORT']}",
                        site)

@@ -12,11 +12,13 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from flask import Flask
 from sqlalchemy import select
 
 from smtpsite import routing, settings
-from smtpsite.catcher import Catcher
+from smtpsite.catcher import Catcher, start_in_background
+from smtpsite.config import from_environment
 from smtpsite.extensions import db
 from smtpsite.models import CapturedMessage, Setting, Site
 from smtpsite.sending import send_mail
@@ -70,6 +72,17 @@ def test_catcher_command_runs_alone_until_sigterm(app, tmp_path):
     [message] = db.session.execute(select(CapturedMessage)).scalars()
     assert message.subject == "from the CLI test"
     assert message.rcpt_tos == ["reader@example.com"]
+
+
+def test_serve_goes_on_without_a_catcher_that_cannot_start(app, caplog):
+    with socket.socket() as taken:
+        taken.bind((HOST, 0))
+        taken.listen()
+        app.config["SMTPSITE_CATCHER_PORT"] = taken.getsockname()[1]
+        assert start_in_background(app) is None
+    assert "cannot listen on 127.0.0.1:" in caplog.text and "SMTPSITE_CATCHER_PORT" in caplog.text
+    app.config["SMTPSITE_CATCHER_ENABLED"] = False
+    assert start_in_background(app) is None
 
 
 def _state() -> tuple[list, list]:
@@ -147,3 +160,13 @@ def test_mail_of_the_demo_site_reaches_the_catcher(tmp_path):
             db.engine.dispose()
     finally:
         catcher.stop()
+
+
+def test_catcher_settings_from_the_environment():
+    values = from_environment({"SMTPSITE_CATCHER_ENABLED": "off", "SMTPSITE_CATCHER_PORT": "2526",
+                               "SMTPSITE_CATCHER_MAX_SIZE": "1000"})
+    assert values == {"SMTPSITE_CATCHER_ENABLED": False, "SMTPSITE_CATCHER_PORT": 2526,
+                      "SMTPSITE_CATCHER_MAX_SIZE": 1000}
+    assert from_environment({"SMTPSITE_CATCHER_ENABLED": "Yes"})["SMTPSITE_CATCHER_ENABLED"]
+    with pytest.raises(ValueError, match="SMTPSITE_CATCHER_ENABLED='maybe' is not a valid boolean"):
+        from_environment({"SMTPSITE_CATCHER_ENABLED": "maybe"})
