@@ -83,6 +83,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from smtpsite.admin import init_admin
 
     init_admin(app)
+    from smtpsite.ops import init_ops  # /healthz, /metrics, failover hooks (latency, rescues)
+
+    init_ops(app)
 
     from smtpsite.security_headers import init_security_headers
 

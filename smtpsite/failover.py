@@ -26,7 +26,7 @@ from typing import Any
 
 from flask import current_app
 
-from smtpsite import availability
+from smtpsite import availability, settings
 from smtpsite.delivery import DeliveryError, DeliveryMethod, OptionsError, OutgoingMessage
 from smtpsite.models import utcnow
 from smtpsite.queue import Attempt
@@ -34,6 +34,11 @@ from smtpsite.routing import ChainEntry
 
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 3
+# Called after each message a server took or failed: ``hook(entry, job, seconds, ok)``.
+# The metrics (send latency) and the alerts (fallback rescues) listen; errors are logged.
+SEND_HOOKS: list[Callable[[ChainEntry, Job, float, bool], None]] = []
+# emails.fail_all: the reply every send gets (a temporary failure, so emails wait and retry).
+FAIL_ALL_MESSAGE = "emails.fail_all is on: every send fails (a rehearsal)"
 
 
 @dataclass
@@ -74,6 +79,25 @@ def _attempt(entry: ChainEntry, outcome: str, code: int | None, message: str) ->
     return Attempt(entry.name, entry.key, outcome, code, message, utcnow())
 
 
+def _simulate(jobs: Sequence[Job]) -> None:
+    """emails.simulate: nothing leaves; every job is recorded as sent by a pseudo server."""
+    for job in jobs:
+        if job.status == "pending":
+            job.attempts.append(Attempt("(simulated)", "simulated", "sent", None,
+                                        "simulated: emails.simulate is on, nothing was sent",
+                                        utcnow()))
+            job.server = "(simulated)"
+            job.finish("sent")
+
+
+def _run_hooks(entry: ChainEntry, job: Job, seconds: float, ok: bool) -> None:
+    for hook in SEND_HOOKS:
+        try:
+            hook(entry, job, seconds, ok)
+        except Exception:  # an observer must never break a send
+            log.exception("send hook %s failed", getattr(hook, "__name__", hook))
+
+
 class Sender:
     """Runs jobs through their chains under the failover rules (see the module docstring)."""
 
@@ -104,6 +128,7 @@ class Sender:
         # Called after every message, so the caller can record finished jobs as it goes.
         self.on_progress = on_progress
         self._failures: dict[str, str] = {}  # server key -> last failure, for the reasons
+        self.fail_all = False  # emails.fail_all, read at the start of each run
         # Renew the slot lease (and the caller's claims) this often during a long batch.
         self.beat_every = beat_every or lease_ttl / 3
         self._next_beat = time.monotonic() + self.beat_every
@@ -111,6 +136,12 @@ class Sender:
     # -- the rounds ----------------------------------------------------------------------
     def run(self, jobs: Sequence[Job]) -> None:
         """Send every job it can; each ends with its final status (see :class:`Job`)."""
+        # The staging switches (global settings): simulate sending, or fail every send.
+        switches = settings.read_global("emails.simulate", "emails.fail_all")
+        if switches["emails.simulate"]:
+            _simulate(jobs)
+            return
+        self.fail_all = bool(switches["emails.fail_all"])
         busy: set[str] = set()
         deadline = time.monotonic() + self.busy_wait
         pause = 0.02
@@ -204,6 +235,12 @@ class Sender:
         jobs not reached stay pending for another server. Returns False when the server's
         rate limit gave no turn soon enough (the rest stay pending).
         """
+        if self.fail_all:
+            for job in group:
+                job.tried.add(entry.key)
+                job.attempts.append(_attempt(entry, "failed", 451, FAIL_ALL_MESSAGE))
+            self._cool(entry, FAIL_ALL_MESSAGE)
+            return True
         try:
             plugin = make_plugin(entry)
         except (OptionsError, LookupError) as exc:
@@ -250,6 +287,7 @@ class Sender:
     def _send_one(self, plugin: DeliveryMethod, entry: ChainEntry, job: Job) -> bool:
         """Send one message on the open connection; False when the server became unfit."""
         job.tried.add(entry.key)
+        started = time.monotonic()
         try:
             [result] = plugin.send_messages([job.message])
         except Exception as exc:
@@ -261,8 +299,10 @@ class Sender:
                 job.attempts.append(_attempt(entry, "sent", result.code, result.reply))
                 job.server, job.refused = entry.name, dict(result.refused)
                 job.finish("sent")
+                _run_hooks(entry, job, time.monotonic() - started, True)
                 return True
             error = result.error or DeliveryError("the plugin reported a failure without a reason")
+        _run_hooks(entry, job, time.monotonic() - started, False)
         if error.after_data:
             job.attempts.append(_attempt(entry, "uncertain", error.code, error.message))
             job.server = entry.name

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from email import policy
 from email.message import EmailMessage
 from typing import Any
 
@@ -13,6 +14,7 @@ from flask import current_app
 from sqlalchemy import select
 
 from smtpsite import dkim, queue, settings
+from smtpsite.addresses import envelope_address
 from smtpsite.delivery import OutgoingMessage
 from smtpsite.extensions import db
 from smtpsite.failover import MAX_ATTEMPTS, Job, Sender
@@ -121,6 +123,7 @@ def send_prepared(
     expires_at: datetime | None = None,
 ) -> SendResult:
     """Queue or send an already prepared email for ``site``."""
+    prepared = override_recipients(prepared, site)  # staging: before signing, so it is signed
     # Headers are final here: sign once, so the queue and every plugin get the signed bytes.
     prepared = replace(prepared, outgoing=dkim.sign_outgoing(prepared.outgoing, site))
     site_id = site.id if site is not None else None
@@ -160,6 +163,28 @@ def send_prepared(
         message_id, outcome.status, server=outcome.server, attempts=outcome.attempts,
         error=outcome.error, email_id=email_id,
     )
+
+
+def override_recipients(prepared: PreparedEmail, site: Site | None) -> PreparedEmail:
+    """``emails.override_recipients``: the envelope goes to those addresses instead.
+
+    The original To, Cc and Bcc go in an ``X-Original-Recipients`` header; the queue keeps
+    them as they were.
+    """
+    override = settings.split_addresses(settings.get("emails.override_recipients", site))
+    if not override:
+        return prepared
+    out = prepared.outgoing
+    envelope = [envelope_address(address) for address in override]
+    smtputf8 = out.smtputf8 or any(needs_utf8 for _, needs_utf8 in envelope)
+    original = "; ".join(f"{name}: {', '.join(found)}" for name, found in
+                         (("To", prepared.to), ("Cc", prepared.cc), ("Bcc", prepared.bcc)) if found)
+    holder = EmailMessage(policy=policy.SMTPUTF8 if smtputf8 else policy.SMTP)
+    holder["X-Original-Recipients"] = original or "(none)"
+    header = holder.as_bytes().split(b"\r\n\r\n", 1)[0] + b"\r\n"
+    outgoing = replace(out, recipients=tuple(address for address, _ in envelope),
+                       data=header + out.data, smtputf8=smtputf8)
+    return replace(prepared, outgoing=outgoing)
 
 
 def send_mail(

@@ -114,6 +114,21 @@ def _check_dns_label(value: str) -> None:
         raise SettingError("must be a DNS label: letters, digits and '-' (dots between labels)")
 
 
+def _check_address_list(value: str) -> None:
+    for address in split_addresses(value):
+        _check_address(address)
+
+
+def _check_webhook(value: str) -> None:
+    if not re.match(r"^https?://[^\s/]+", value):
+        raise SettingError("must be an http:// or https:// URL")
+
+
+def split_addresses(value: str) -> list[str]:
+    """The addresses of a comma-separated settings value (empty entries dropped)."""
+    return [part.strip() for part in (value or "").split(",") if part.strip()]
+
+
 def _check_dkim_key(value: str) -> None:
     from smtpsite.dkim import check_private_key  # smtpsite.dkim reads settings: import late
 
@@ -190,6 +205,34 @@ KEYS: dict[str, SettingKey] = {
         SettingKey("emails.dkim_private_key", "DKIM private key", _parse_pem, "",
                    "RSA private key (PEM). With domain and selector set, every email is signed.",
                    secret=True, check=_check_dkim_key),
+        # Operations: health checks and alerts (all global).
+        SettingKey("emails.health_check_interval", "Health check interval (seconds)", _parse_int,
+                   300, "A worker checks every enabled server this often (sends nothing); 0: never.",
+                   global_only=True, minimum=0),
+        SettingKey("emails.alert_recipients", "Alert recipients", _parse_text, "",
+                   "Comma-separated addresses told when a server fails or recovers, a fallback "
+                   "server rescued a message, or the queue backs up.", global_only=True,
+                   check=_check_address_list),
+        SettingKey("emails.alert_webhook", "Alert webhook", _parse_text, "",
+                   "An http(s) URL that receives each alert as a JSON POST.", global_only=True,
+                   secret=True, check=_check_webhook),
+        SettingKey("emails.alert_queue_threshold", "Queue backlog alert threshold", _parse_int,
+                   1000, "Alert when more emails than this wait in the queue; 0: never.",
+                   global_only=True, minimum=0),
+        SettingKey("emails.alert_rescue_cooldown", "Fallback alert cool-down (seconds)",
+                   _parse_int, 3600, "At most one 'fallback rescued a message' alert per failing "
+                   "server in this time.", global_only=True, minimum=0),
+        # Staging safety switches.
+        SettingKey("emails.override_recipients", "Override recipients", _parse_text, "",
+                   "Comma-separated addresses: when set, every email goes to these instead (the "
+                   "original recipients are kept in an X-Original-Recipients header).",
+                   check=_check_address_list),
+        SettingKey("emails.simulate", "Simulate sending", _parse_bool, False,
+                   "On: nothing leaves; every email is recorded as sent (attempt 'simulated').",
+                   global_only=True),
+        SettingKey("emails.fail_all", "Fail every send", _parse_bool, False,
+                   "On: every send fails as a temporary failure (to rehearse alerts); emails "
+                   "wait in the queue.", global_only=True),
     )
 }
 
@@ -280,6 +323,21 @@ def resolve_all(site: Site | int | None = None) -> dict[str, Resolved]:
         else:
             result[name] = Resolved(Secret("") if key.secret else key.default, "default")
     return result
+
+
+def read_global(*names: str) -> dict[str, Any]:
+    """The global values of non-secret ``names`` read on a connection of their own.
+
+    For code running while a send is in flight (the failover engine), which must neither
+    hold the caller's session open nor touch its unit of work.
+    """
+    keys = [get_key(name) for name in names]
+    with db.engine.connect() as conn:
+        rows = conn.execute(select(Setting.key, Setting.value).where(
+            Setting.key.in_(names), Setting.site_id.is_(None))).all()
+    stored = dict(rows)
+    return {k.name: json.loads(stored[k.name]) if k.name in stored else k.default for k in keys
+            if not k.secret}
 
 
 def set_value(name: str, raw: Any, site: Site | int | None = None) -> Any:

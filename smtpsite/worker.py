@@ -19,7 +19,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -28,7 +28,7 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import select, text
 
-from smtpsite import availability, queue, settings
+from smtpsite import availability, health, queue, settings
 from smtpsite.delivery import OutgoingMessage
 from smtpsite.extensions import db
 from smtpsite.failover import Job, Sender
@@ -90,7 +90,7 @@ class Worker:
     def run(self) -> BatchReport:
         """Send until stopped (or, with ``once``, until nothing is due); return the totals."""
         total = BatchReport()
-        with self._presence():
+        with self._presence(), self._health():
             if self.stop.is_set():
                 return total
             log.info("worker %s started", self.id)
@@ -107,6 +107,10 @@ class Worker:
                 self._wait_for_mail()
             log.info("worker %s stopped: %d sent, %d failed", self.id, total.sent, total.failed)
         return total
+
+    def _health(self) -> AbstractContextManager[object]:
+        """Heartbeats, server checks and alerts beside the loop (smtpsite/health.py); not --once."""
+        return nullcontext() if self.once or self.stop.is_set() else health.monitor(self.id)
 
     @contextmanager
     def _presence(self) -> Iterator[None]:
