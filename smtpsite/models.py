@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -352,3 +353,17 @@ class AlertState(db.Model):
     state: Mapped[str] = mapped_column(String(20))
     changed_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     detail: Mapped[str | None] = mapped_column(Text)
+
+
+class ConfigVersion(db.Model):
+    """A token that changes with every change to sites, servers or settings (one row).
+
+    Database triggers (migration 0004) set a new random token on every insert, update or
+    delete of those tables, by any process and any writer; caches of server chains and
+    settings compare it to the token they were filled under.
+    """
+
+    __tablename__ = "config_version"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token: Mapped[int] = mapped_column(BigInteger)

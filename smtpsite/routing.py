@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from flask import current_app
 from sqlalchemy import or_, select
 from sqlalchemy.orm import selectinload
 
-from smtpsite import availability, settings
+from smtpsite import availability, chain_cache, settings
 from smtpsite.addresses import AddressError, matches_sender_filter, parse_server_name
 from smtpsite.delivery import ServerAddress
 from smtpsite.extensions import db
@@ -111,10 +111,35 @@ def explain_chain(site: Site | None, sender: str | None = None) -> list[ChainEnt
     Order: the settings default server (high), then the site's servers, then global
     servers by id; stable-sorted high, normal, low. ``site`` None means global email.
     """
-    entries: list[ChainEntry] = []
+    entries = []
+    for entry, sender_filter in _site_chain(site).entries:
+        if entry.usable and sender and not matches_sender_filter(sender, sender_filter):
+            entry = replace(entry, skipped="sender filter does not match " + sender, options={})
+        entries.append(entry)
+    return entries
+
+
+@dataclass
+class _SiteChain:
+    """A site's chain before sender filters; shared by every caller: never modified."""
+
+    entries: list[tuple[ChainEntry, str | None]]  # with each server's sender filter
+    usable: list[ChainEntry]
+    filtered: bool  # whether any usable server has a sender filter
+
+
+def _site_chain(site: Site | None) -> _SiteChain:
+    """Cached per site until a site, server, assignment or setting changes (chain_cache)."""
+    site_id = site.id if site is not None else None
+    token = chain_cache.current_token()
+    return chain_cache.cache().get(token, ("chain", site_id), lambda: _load_chain(site))
+
+
+def _load_chain(site: Site | None) -> _SiteChain:
+    entries: list[tuple[ChainEntry, str | None]] = []
     default = _settings_server(site)
     if default is not None:
-        entries.append(default)
+        entries.append((default, None))
     query = select(SmtpServer).options(selectinload(SmtpServer.sites))
     if site is None:
         query = query.where(SmtpServer.is_global.is_(True))
@@ -130,17 +155,20 @@ def explain_chain(site: Site | None, sender: str | None = None) -> list[ChainEnt
         entry = _entry(server, reason)
         if entry.usable and server.method not in registry:
             entry.skipped = f"delivery method {server.method!r} is not installed"
-        if entry.usable and sender and not matches_sender_filter(sender, server.sender_filter):
-            entry.skipped = "sender filter does not match " + sender
         if entry.usable:
             entry.options = server_options(server)
-        entries.append(entry)
-    entries.sort(key=lambda e: PRIORITY_RANK.get(e.priority, 1))
-    return entries
+        entries.append((entry, server.sender_filter))
+    entries.sort(key=lambda pair: PRIORITY_RANK.get(pair[0].priority, 1))
+    usable = [entry for entry, _ in entries if entry.usable]
+    filtered = any(entry.usable and sender_filter for entry, sender_filter in entries)
+    return _SiteChain(entries, usable, filtered)
 
 
 def chain_for(site: Site | None, sender: str | None = None) -> list[ChainEntry]:
     """The usable servers for ``site`` and ``sender``, in the order they are tried."""
+    chain = _site_chain(site)
+    if not chain.filtered or not sender:
+        return list(chain.usable)
     return [e for e in explain_chain(site, sender) if e.usable]
 
 

@@ -11,10 +11,11 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import select
 
+from smtpsite import chain_cache
 from smtpsite.addresses import AddressError, check_address, parse_server_name
 from smtpsite.extensions import db
 from smtpsite.models import Setting, Site
-from smtpsite.secrets import Secret
+from smtpsite.secrets import Secret, SecretKeyError
 from smtpsite.sites import SiteError, check_domains
 
 
@@ -278,22 +279,8 @@ def _site_id(site: Site | int | None) -> int | None:
 
 def resolve(name: str, site: Site | int | None = None) -> Resolved:
     """The value of ``name`` for ``site``: the site's, else the global, else the default."""
-    key = get_key(name)
-    site_id = None if key.global_only else _site_id(site)
-    rows = db.session.execute(
-        select(Setting.site_id, Setting.value).where(
-            Setting.key == name,
-            (Setting.site_id.is_(None)) | (Setting.site_id == site_id)
-            if site_id is not None
-            else Setting.site_id.is_(None),
-        )
-    ).all()
-    by_scope = {row.site_id: row.value for row in rows}
-    if site_id is not None and site_id in by_scope:
-        return Resolved(_decode(key, by_scope[site_id]), "site")
-    if None in by_scope:
-        return Resolved(_decode(key, by_scope[None]), "global")
-    return Resolved(Secret("") if key.secret else key.default, "default")
+    get_key(name)
+    return _unpack(_resolved(_site_id(site))[name])
 
 
 def get(name: str, site: Site | int | None = None) -> Any:
@@ -302,8 +289,30 @@ def get(name: str, site: Site | int | None = None) -> Any:
 
 
 def resolve_all(site: Site | int | None = None) -> dict[str, Resolved]:
-    """Every key's effective value for ``site``, in one query."""
-    site_id = _site_id(site)
+    """Every key's effective value for ``site`` (cached until the settings change)."""
+    return {name: _unpack(found) for name, found in _resolved(_site_id(site)).items()}
+
+
+def _unpack(found: Resolved | SecretKeyError) -> Resolved:
+    if isinstance(found, SecretKeyError):
+        raise found  # only asking for that secret fails, as when each key was read alone
+    return found
+
+
+def _resolved(site_id: int | None) -> dict[str, Resolved | SecretKeyError]:
+    # Shared by every caller until a change to the settings renews the configuration token
+    # (smtpsite.chain_cache): callers must not modify it.
+    return chain_cache.cached(("settings", site_id), lambda: _load_all(site_id))
+
+
+def _decoded(key: SettingKey, stored: str, source: str) -> Resolved | SecretKeyError:
+    try:
+        return Resolved(_decode(key, stored), source)
+    except SecretKeyError as exc:
+        return exc
+
+
+def _load_all(site_id: int | None) -> dict[str, Resolved | SecretKeyError]:
     query = select(Setting.key, Setting.site_id, Setting.value)
     query = query.where(
         Setting.site_id.is_(None) | (Setting.site_id == site_id)
@@ -313,31 +322,16 @@ def resolve_all(site: Site | int | None = None) -> dict[str, Resolved]:
     stored: dict[tuple[str, int | None], str] = {
         (row.key, row.site_id): row.value for row in db.session.execute(query)
     }
-    result = {}
+    result: dict[str, Resolved | SecretKeyError] = {}
     for name, key in KEYS.items():
         scope = None if key.global_only else site_id
         if scope is not None and (name, scope) in stored:
-            result[name] = Resolved(_decode(key, stored[(name, scope)]), "site")
+            result[name] = _decoded(key, stored[(name, scope)], "site")
         elif (name, None) in stored:
-            result[name] = Resolved(_decode(key, stored[(name, None)]), "global")
+            result[name] = _decoded(key, stored[(name, None)], "global")
         else:
             result[name] = Resolved(Secret("") if key.secret else key.default, "default")
     return result
-
-
-def read_global(*names: str) -> dict[str, Any]:
-    """The global values of non-secret ``names`` read on a connection of their own.
-
-    For code running while a send is in flight (the failover engine), which must neither
-    hold the caller's session open nor touch its unit of work.
-    """
-    keys = [get_key(name) for name in names]
-    with db.engine.connect() as conn:
-        rows = conn.execute(select(Setting.key, Setting.value).where(
-            Setting.key.in_(names), Setting.site_id.is_(None))).all()
-    stored = dict(rows)
-    return {k.name: json.loads(stored[k.name]) if k.name in stored else k.default for k in keys
-            if not k.secret}
 
 
 def set_value(name: str, raw: Any, site: Site | int | None = None) -> Any:

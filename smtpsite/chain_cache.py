@@ -1,0 +1,86 @@
+"""Per-process caches of settings and server chains, emptied when the configuration changes.
+
+The ``config_version`` row holds a token that database triggers renew on every change to
+sites, servers, server assignments and settings, made by any process (migration 0004).
+Every lookup reads the token first (one indexed one-row read) and uses a cached value only
+if it was filled under the same token, so a change is seen by the very next send anywhere.
+Reading the token *before* the data is what keeps this safe: data read after the token can
+only be newer than the token says, never older.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Hashable
+from typing import Any, TypeVar
+
+from flask import current_app
+
+from smtpsite.extensions import db
+
+T = TypeVar("T")
+_TOKEN_SQL = "SELECT token FROM config_version WHERE id = 1"
+# Enough for every site of a large installation; beyond it the cache starts over.
+MAX_ENTRIES = 20000
+
+
+class ConfigCache:
+    """Values filled under one configuration token; shared by the threads of a process."""
+
+    def __init__(self) -> None:
+        # (token, values), replaced as a whole so that a reader never mixes two tokens.
+        self._state: tuple[int | None, dict[Hashable, Any]] = (None, {})
+        self._lock = threading.Lock()
+
+    def get(self, token: int | None, key: Hashable, load: Callable[[], T]) -> T:
+        """The cached value of ``key`` under ``token``, else ``load()`` (kept under ``token``)."""
+        held, values = self._state
+        if token is not None and held == token and key in values:
+            return values[key]
+        value = load()
+        if token is None:
+            return value  # no token row (e.g. the table was emptied by hand): never cache
+        with self._lock:
+            held, values = self._state
+            if held != token or len(values) >= MAX_ENTRIES:
+                # Start over under this token. Were ours the older token, the next lookup
+                # reads the newer one, finds no match and loads again: a value is only ever
+                # used under the token it was read after.
+                values = {}
+                self._state = (token, values)
+            values[key] = value
+        return value
+
+    def clear(self) -> None:
+        """Forget everything."""
+        with self._lock:
+            self._state = (None, {})
+
+
+def cache() -> ConfigCache:
+    """The current app's cache (one per app, so apps on other databases never mix)."""
+    extensions = current_app.extensions
+    found = extensions.get("smtpsite_config_cache")
+    if found is None:
+        found = extensions.setdefault("smtpsite_config_cache", ConfigCache())
+    return found
+
+
+def current_token() -> int | None:
+    """The configuration token, read through the session (so its own pending changes count)."""
+    session = db.session()
+    if session.new or session.deleted or session.dirty:
+        session.flush()  # as autoflush would before a query: pending changes renew the token
+    # The driver's cursor straight away: a result object costs more than the read itself.
+    cursor = session.connection().connection.driver_connection.cursor()
+    try:
+        cursor.execute(_TOKEN_SQL)
+        row = cursor.fetchone()
+    finally:
+        cursor.close()
+    return row[0] if row else None
+
+
+def cached(key: Hashable, load: Callable[[], T], token: int | None = None) -> T:
+    """``load()``'s value for ``key``, cached until the configuration changes."""
+    return cache().get(current_token() if token is None else token, key, load)
