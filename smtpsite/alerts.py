@@ -60,8 +60,9 @@ def transition(key: str, state: str, detail: str | None = None) -> str | None:
         row = conn.execute(select(ALERTS.c.state).where(ALERTS.c.key == key)).first()
         if row is None:
             inserted = conn.execute(_insert(ALERTS).values(
-                key=key, state=state, changed_at=now, detail=detail).on_conflict_do_nothing())
-            return "" if inserted.rowcount == 1 else None
+                key=key, state=state, changed_at=now, detail=detail)
+                .on_conflict_do_nothing().returning(ALERTS.c.key)).first()
+            return "" if inserted is not None else None
         if row.state == state:
             return None
         changed = conn.execute(update(ALERTS).where(ALERTS.c.key == key, ALERTS.c.state == row.state)
