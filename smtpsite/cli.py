@@ -12,7 +12,7 @@ from flask.cli import AppGroup
 from flask_migrate import upgrade
 from sqlalchemy import select
 
-from smtpsite import routing, settings
+from smtpsite import audit, routing, settings
 from smtpsite.config_cli import add_commands as add_config_commands
 from smtpsite.extensions import db
 from smtpsite.keys_cli import add_key_commands
@@ -23,7 +23,9 @@ from smtpsite.servers import ServerError, save_server
 from smtpsite.sites import SiteError, create_site, find_site
 from smtpsite.worker_cli import add_worker_commands
 
-smtpsite_cli = AppGroup("smtpsite", help="Manage smtpsite: sites, servers, settings, sending.")
+# Changes made by the commands are audited as the operating-system user's (smtpsite/audit.py).
+smtpsite_cli = AppGroup("smtpsite", help="Manage smtpsite: sites, servers, settings, sending.",
+                        callback=click.pass_context(audit.cli_group_callback))
 
 
 def register_cli(app: Flask) -> None:

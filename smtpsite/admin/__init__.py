@@ -73,6 +73,9 @@ def init_admin(app: Flask) -> None:
     from smtpsite.admin.queue import add_queue_views  # Email queue, Sent emails, home panel
 
     add_queue_views(app, admin)
+    from smtpsite.admin.audit import add_audit_view  # Audit log; the signed-in user is the actor
+
+    add_audit_view(app, admin)
     from smtpsite.admin.captured import CapturedMailView  # what the mail catcher received
     from smtpsite.models import CapturedMessage
 
