@@ -34,3 +34,9 @@ test: install-dev
 
 lint: install-dev
 	$(BIN)/ruff check .
+
+## Install the benchmark tools (Django, pyinstrument: never smtpsite's own dependencies) and
+## run every benchmark beside its baselines; the table goes into bench/RESULTS.md.
+bench: install-dev
+	$(BIN)/pip install --quiet -r bench/requirements.txt
+	$(BIN)/python -m bench

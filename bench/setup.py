@@ -13,6 +13,7 @@ from sqlalchemy import create_engine, make_url, text
 
 from smtpsite import MIGRATIONS_DIR, create_app
 from smtpsite.extensions import db
+from smtpsite.pool import pool
 
 
 def make_bench_app(database_url: str, folder: Path) -> Flask:
@@ -35,6 +36,7 @@ def sqlite_app(folder: Path):
         yield app
     finally:
         with app.app_context():
+            pool().close_all()
             db.engine.dispose()
 
 
@@ -51,6 +53,7 @@ def postgres_app(base_url: str, folder: Path):
         yield app
     finally:
         with app.app_context():
+            pool().close_all()
             db.engine.dispose()
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -337,6 +337,15 @@ class NetworkDelivery(DeliveryMethod):
         self._smtp = self._connect()
         return True
 
+    def is_alive(self) -> bool:
+        """Whether the open connection still answers (NOOP); a pool asks before reusing it."""
+        if self._smtp is None:
+            return False
+        try:
+            return self._smtp.noop()[0] == 250
+        except (OSError, smtplib.SMTPException):
+            return False
+
     def close(self) -> None:
         """Say QUIT and close; a broken connection is simply dropped."""
         smtp, self._smtp = self._smtp, None

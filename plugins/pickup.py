@@ -95,9 +95,15 @@ class PickupDelivery(DeliveryMethod):
         if not messages:
             return []
         results = []
+        try:
+            # Checked once per call (the symlink check of the module docstring): a batch is
+            # written within moments, and each file is still created with O_NOFOLLOW.
+            directory = self._directory()
+        except DeliveryError as exc:
+            return [DeliveryResult(m.message_id, False, error=exc) for m in messages]
         for message in messages:
             try:
-                path = _write_file(self._directory(), message)
+                path = _write_file(directory, message)
             except DeliveryError as exc:
                 results.append(DeliveryResult(message.message_id, False, error=exc))
                 continue

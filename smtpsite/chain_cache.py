@@ -11,7 +11,9 @@ only be newer than the token says, never older.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 from flask import current_app
@@ -19,6 +21,9 @@ from flask import current_app
 from smtpsite.extensions import db
 
 T = TypeVar("T")
+_UNSET: Any = object()
+# The token pinned by ``snapshot()`` for the current thread or task.
+_PINNED: ContextVar[Any] = ContextVar("smtpsite_config_token", default=_UNSET)
 _TOKEN_SQL = "SELECT token FROM config_version WHERE id = 1"
 # Enough for every site of a large installation; beyond it the cache starts over.
 MAX_ENTRIES = 20000
@@ -81,6 +86,24 @@ def current_token() -> int | None:
     return row[0] if row else None
 
 
-def cached(key: Hashable, load: Callable[[], T], token: int | None = None) -> T:
+@contextmanager
+def snapshot() -> Iterator[None]:
+    """Read the token once for the block (one send): every lookup inside uses it.
+
+    For code that changes no configuration inside the block; a change made elsewhere
+    meanwhile is seen by the next block.
+    """
+    if _PINNED.get() is not _UNSET:
+        yield
+        return
+    reset = _PINNED.set(current_token())
+    try:
+        yield
+    finally:
+        _PINNED.reset(reset)
+
+
+def cached(key: Hashable, load: Callable[[], T]) -> T:
     """``load()``'s value for ``key``, cached until the configuration changes."""
-    return cache().get(current_token() if token is None else token, key, load)
+    token = _PINNED.get()
+    return cache().get(current_token() if token is _UNSET else token, key, load)

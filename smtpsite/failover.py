@@ -29,6 +29,7 @@ from flask import current_app
 from smtpsite import availability, settings
 from smtpsite.delivery import DeliveryError, DeliveryMethod, OptionsError, OutgoingMessage
 from smtpsite.models import utcnow
+from smtpsite.pool import ConnectionPool, Pooled
 from smtpsite.queue import Attempt
 from smtpsite.routing import ChainEntry
 
@@ -115,6 +116,8 @@ class Sender:
         heartbeat: Callable[[], None] | None = None,
         on_progress: Callable[[], None] | None = None,
         beat_every: float | None = None,
+        pool: ConnectionPool | None = None,
+        switches: dict[str, Any] | None = None,
     ) -> None:
         self.busy_wait = busy_wait
         self.lease_ttl = lease_ttl
@@ -132,12 +135,16 @@ class Sender:
         # Renew the slot lease (and the caller's claims) this often during a long batch.
         self.beat_every = beat_every or lease_ttl / 3
         self._next_beat = time.monotonic() + self.beat_every
+        # Immediate sends keep connections (and their slots) open between calls.
+        self.pool = pool
+        # The staging switches when the caller already read them (else read at each run).
+        self.switches = switches
 
     # -- the rounds ----------------------------------------------------------------------
     def run(self, jobs: Sequence[Job]) -> None:
         """Send every job it can; each ends with its final status (see :class:`Job`)."""
         # The staging switches (global settings): simulate sending, or fail every send.
-        switches = settings.read_global("emails.simulate", "emails.fail_all")
+        switches = self.switches or settings.read_global("emails.simulate", "emails.fail_all")
         if switches["emails.simulate"]:
             _simulate(jobs)
             return
@@ -171,17 +178,25 @@ class Sender:
                 busy.clear()
                 continue
             for entry, group in groups.values():
-                lease = availability.try_acquire(
-                    entry.key, entry.max_connections, self.lease_ttl, self.holder
-                )
+                if self.pool is not None:
+                    pooled = self.pool.checkout(entry, self.lease_ttl, self.holder)
+                    lease = pooled.lease if pooled is not None else None
+                else:
+                    pooled = None
+                    lease = availability.try_acquire(
+                        entry.key, entry.max_connections, self.lease_ttl, self.holder
+                    )
                 if lease is None:
                     busy.add(entry.key)
                     continue
                 try:
-                    if not self._send_group(entry, group, lease):
+                    if not self._send_group(entry, group, lease, pooled):
                         busy.add(entry.key)  # its rate limit has no turn free soon enough
                 finally:
-                    availability.release(lease)
+                    if pooled is not None:
+                        self.pool.checkin(pooled)
+                    else:
+                        availability.release(lease)
                 deadline = time.monotonic() + self.busy_wait
                 pause = 0.02
 
@@ -228,12 +243,14 @@ class Sender:
         return f"{last.server}: {last.message}"
 
     # -- one connection --------------------------------------------------------------------
-    def _send_group(self, entry: ChainEntry, group: list[Job], lease: availability.Lease) -> bool:
+    def _send_group(self, entry: ChainEntry, group: list[Job], lease: availability.Lease,
+                    pooled: Pooled | None = None) -> bool:
         """Send ``group`` through ``entry`` over one connection (reopened every N messages).
 
         Stops at the first failure that makes the server unfit (it then cools down); the
         jobs not reached stay pending for another server. Returns False when the server's
-        rate limit gave no turn soon enough (the rest stay pending).
+        rate limit gave no turn soon enough (the rest stay pending). With ``pooled``, the
+        connection is taken from it and left open in it when every send went well.
         """
         if self.fail_all:
             for job in group:
@@ -242,12 +259,13 @@ class Sender:
             self._cool(entry, FAIL_ALL_MESSAGE)
             return True
         try:
-            plugin = make_plugin(entry)
+            plugin = pooled.plugin if pooled and pooled.plugin else make_plugin(entry)
         except (OptionsError, LookupError) as exc:
             self._failed_server(entry, group[0], None, f"server misconfigured: {exc}")
             return True
-        is_open = False
-        on_connection = 0
+        is_open = pooled.opened if pooled is not None else False
+        on_connection = pooled.sent if pooled is not None else 0
+        keep = False
         try:
             for job in group:
                 if self.stop.is_set():
@@ -279,8 +297,11 @@ class Sender:
                     is_open = False
                     return True
                 on_connection += 1
+            keep = pooled is not None  # every send went well: the connection stays open
         finally:
-            if is_open:
+            if pooled is not None:
+                pooled.plugin, pooled.opened, pooled.sent = plugin, is_open and keep, on_connection
+            if is_open and not keep:
                 self._close(plugin, entry)
         return True
 

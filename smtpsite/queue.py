@@ -8,6 +8,8 @@ its stored bytes and Message-ID for its whole life.
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -15,6 +17,7 @@ from datetime import datetime, timedelta
 from email.utils import format_datetime, localtime, make_msgid
 from typing import Any
 
+from flask import current_app
 from sqlalchemy import ColumnElement, and_, bindparam, delete, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -39,6 +42,8 @@ NOTIFY_CHANNEL = "smtpsite_queue"
 EMAILS = Email.__table__
 ATTEMPTS = EmailAttempt.__table__
 STATS = ServerStat.__table__
+# Emails sent at once are counted in the statistics together, this often (seconds).
+STATS_EVERY = 1.0
 
 
 @dataclass(frozen=True)
@@ -334,6 +339,39 @@ def record_stats(attempts: Sequence[Attempt]) -> None:
             _add_stats(conn, attempts)
 
 
+@dataclass
+class _StatsBuffer:
+    attempts: list[Attempt] = field(default_factory=list)
+    since: float = field(default_factory=time.monotonic)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _stats_buffer() -> _StatsBuffer:
+    return current_app.extensions.setdefault("smtpsite_stats_buffer", _StatsBuffer())
+
+
+def record_stats_soon(attempts: Sequence[Attempt]) -> None:
+    """Count ``attempts`` of emails sent at once, written together every ``STATS_EVERY`` s.
+
+    One transaction per second instead of one per email. They are statistics, not the
+    emails' history: a process that dies loses at most the last second of counts.
+    """
+    buffer = _stats_buffer()
+    with buffer.lock:
+        buffer.attempts.extend(attempts)
+        due = time.monotonic() - buffer.since >= STATS_EVERY
+    if due:
+        flush_stats()
+
+
+def flush_stats() -> None:
+    """Write the counts ``record_stats_soon`` holds in this process."""
+    buffer = _stats_buffer()
+    with buffer.lock:
+        attempts, buffer.attempts, buffer.since = buffer.attempts, [], time.monotonic()
+    record_stats(attempts)
+
+
 # -- upkeep ----------------------------------------------------------------------------
 def _hand_back(conn: Connection, where: ColumnElement[bool], reason: str) -> int:
     return conn.execute(
@@ -513,6 +551,7 @@ class ServerCounts:
 
 def server_counts(periods: dict[str, timedelta]) -> list[ServerCounts]:
     """Sent and failed counts per server for each period (e.g. last hour, last day)."""
+    flush_stats()  # this process's counts of emails sent at once, so they show at once
     now = utcnow()
     result: dict[str, ServerCounts] = {}
     with db.engine.connect() as conn:

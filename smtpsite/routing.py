@@ -131,8 +131,7 @@ class _SiteChain:
 def _site_chain(site: Site | None) -> _SiteChain:
     """Cached per site until a site, server, assignment or setting changes (chain_cache)."""
     site_id = site.id if site is not None else None
-    token = chain_cache.current_token()
-    return chain_cache.cache().get(token, ("chain", site_id), lambda: _load_chain(site))
+    return chain_cache.cached(("chain", site_id), lambda: _load_chain(site))
 
 
 def _load_chain(site: Site | None) -> _SiteChain:
@@ -146,7 +145,9 @@ def _load_chain(site: Site | None) -> _SiteChain:
     else:
         assigned = select(server_sites.c.server_id).where(server_sites.c.site_id == site.id)
         query = query.where(or_(SmtpServer.is_global.is_(True), SmtpServer.id.in_(assigned)))
-    servers = db.session.execute(query.order_by(SmtpServer.id)).scalars().all()
+    # populate_existing: servers this session loaded before are read again, not reused.
+    servers = db.session.execute(query.order_by(SmtpServer.id)
+                                 .execution_options(populate_existing=True)).scalars().all()
     # Site servers before global ones, each group by id.
     servers = sorted(servers, key=lambda s: (s.is_global, s.id))
     registry = current_app.extensions["smtpsite"].registry

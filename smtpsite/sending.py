@@ -11,15 +11,19 @@ from email.message import EmailMessage
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import inspect, select
+from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.orm.util import identity_key
 
-from smtpsite import dkim, queue, settings
+from smtpsite import chain_cache, dkim, queue, settings
 from smtpsite.addresses import envelope_address
 from smtpsite.delivery import OutgoingMessage
 from smtpsite.extensions import db
 from smtpsite.failover import MAX_ATTEMPTS, Job, Sender
 from smtpsite.messages import MessageError, PreparedEmail, build_message, prepare_message
 from smtpsite.models import Site, utcnow
+from smtpsite.pool import idle_seconds as pool_idle_seconds
+from smtpsite.pool import pool as connection_pool
 from smtpsite.queue import Attempt
 from smtpsite.routing import ChainEntry, chain_for
 
@@ -72,12 +76,25 @@ def resolve_site(site: str | Site | None) -> Site | None:
         return site
     if not isinstance(site, str):
         raise UnknownSiteError(f"site must be a code name, not {type(site).__name__}")
+    cached = chain_cache.cached(("site", site.strip().lower()), lambda: _load_site(site))
+    if cached is None:
+        raise UnknownSiteError(f"no site with code name {site!r}")
+    # The session's own copy: the one it holds already (with its pending changes), or the
+    # cached one merged in without a query.
+    held = db.session.identity_map.get(identity_key(Site, cached.id))
+    return held if held is not None else db.session.merge(cached, load=False)
+
+
+def _load_site(code_name: str) -> Site | None:
     found = db.session.execute(
-        select(Site).where(Site.code_key == site.strip().lower())
+        select(Site).where(Site.code_key == code_name.strip().lower())
     ).scalar_one_or_none()
     if found is None:
-        raise UnknownSiteError(f"no site with code name {site!r}")
-    return found
+        return None
+    # A detached copy for the cache, shared by every session of the process.
+    copy = Site(**{attr.key: getattr(found, attr.key) for attr in inspect(Site).column_attrs})
+    make_transient_to_detached(copy)
+    return copy
 
 
 def deliver(
@@ -99,10 +116,19 @@ def deliver(
         lease_ttl=config["SMTPSITE_SEND_TIMEOUT"] + 60,
         cooldown=settings.get("emails.server_cooldown"),
         max_attempts=max_attempts,
+        messages_per_connection=settings.get("emails.messages_per_connection"),
+        # Connections stay open between calls (see smtpsite.pool), unless pooling is off.
+        pool=connection_pool() if pool_idle_seconds() > 0 else None,
+        switches={name: settings.get(name) for name in ("emails.simulate", "emails.fail_all")},
     )
+    if sender.pool is not None and queue.flush_stats not in sender.pool.on_reap:
+        sender.pool.on_reap.append(queue.flush_stats)  # the last counts, once sending stops
     job = Job(message, chain)
     sender.run([job])
-    queue.record_stats(job.attempts)
+    if sender.pool is not None:
+        queue.record_stats_soon(job.attempts)  # written together; the pool's reaper flushes
+    else:
+        queue.record_stats(job.attempts)
     status = "deferred" if job.status == "busy" else job.status
     return DeliveryOutcome(
         status, job.attempts, server=job.server, error=job.error, refused=job.refused
@@ -210,6 +236,18 @@ def send_mail(
     ``site`` is a site code name, or None for global email. Bad input raises
     ``MessageError`` (or ``UnknownSiteError``) and sends nothing.
     """
+    with chain_cache.snapshot():  # settings and chains checked once for the whole send
+        return _send_mail(site, to=to, subject=subject, text=text, html=html, sender=sender,
+                          cc=cc, bcc=bcc, reply_to=reply_to, attachments=attachments,
+                          headers=headers, priority=priority, queue=queue,
+                          scheduled_at=scheduled_at, expires_at=expires_at)
+
+
+def _send_mail(site: str | Site | None, *, to: Iterable[str], subject: str, text: str | None,
+               html: str | None, sender: str | None, cc: Iterable[str], bcc: Iterable[str],
+               reply_to: str | None, attachments: Iterable[Any],
+               headers: Mapping[str, str] | None, priority: str, queue: bool | None,
+               scheduled_at: datetime | None, expires_at: datetime | None) -> SendResult:
     site_obj = resolve_site(site)
     values = settings.resolve_all(site_obj)
     prepared = build_message(
@@ -242,13 +280,14 @@ def send_message(
     expires_at: datetime | None = None,
 ) -> SendResult:
     """Send a ready ``EmailMessage`` for ``site``; envelope from its headers unless given."""
-    site_obj = resolve_site(site)
-    prepared = prepare_message(
-        msg, sender=sender, recipients=_as_list(recipients, "recipients") if recipients else None
-    )
-    return send_prepared(
-        prepared, site_obj, queue_it=queue, scheduled_at=scheduled_at, expires_at=expires_at
-    )
+    with chain_cache.snapshot():
+        site_obj = resolve_site(site)
+        prepared = prepare_message(
+            msg, sender=sender, recipients=_as_list(recipients, "recipients") if recipients else None
+        )
+        return send_prepared(
+            prepared, site_obj, queue_it=queue, scheduled_at=scheduled_at, expires_at=expires_at
+        )
 
 
 def _as_list(value: Any, what: str) -> list[str]:
