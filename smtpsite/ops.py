@@ -71,6 +71,7 @@ class _DatabaseCollector:
     """Metrics read from the database at each scrape."""
 
     def collect(self) -> Iterator[Metric]:
+        queue.flush_stats()  # this process's buffered counts of emails sent at once
         counts = queue.status_counts()
         depth = GaugeMetricFamily("smtpsite_queue_emails", "Emails in the queue by status",
                                   labels=["status"])
