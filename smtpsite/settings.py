@@ -334,6 +334,21 @@ def _load_all(site_id: int | None) -> dict[str, Resolved | SecretKeyError]:
     return result
 
 
+def read_global(*names: str) -> dict[str, Any]:
+    """The global values of non-secret ``names`` read on a connection of their own.
+
+    For code running while a send is in flight (the failover engine), which must neither
+    hold the caller's session open nor touch its unit of work.
+    """
+    keys = [get_key(name) for name in names]
+    with db.engine.connect() as conn:
+        rows = conn.execute(select(Setting.key, Setting.value).where(
+            Setting.key.in_(names), Setting.site_id.is_(None))).all()
+    stored = dict(rows)
+    return {k.name: json.loads(stored[k.name]) if k.name in stored else k.default for k in keys
+            if not k.secret}
+
+
 def set_value(name: str, raw: Any, site: Site | int | None = None) -> Any:
     """Store ``raw`` (parsed and checked) for ``site`` or globally; return the clean value.
 
