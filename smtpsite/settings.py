@@ -362,12 +362,7 @@ def set_value(name: str, raw: Any, site: Site | int | None = None) -> Any:
         value = key.clean(raw.reveal() if isinstance(raw, Secret) else raw)
     except SettingError as exc:
         raise SettingError(f"{name} {exc}") from None
-    row = db.session.execute(
-        select(Setting).where(
-            Setting.key == name,
-            Setting.site_id == site_id if site_id is not None else Setting.site_id.is_(None),
-        )
-    ).scalar_one_or_none()
+    row = _stored_row(name, site_id)
     if row is None:
         row = Setting(key=name, site_id=site_id, value="")
         db.session.add(row)
@@ -375,16 +370,19 @@ def set_value(name: str, raw: Any, site: Site | int | None = None) -> Any:
     return value
 
 
+def _stored_row(name: str, site_id: int | None) -> Setting | None:
+    """The row holding ``name`` at exactly this scope (a site's, or the global one)."""
+    scope = Setting.site_id == site_id if site_id is not None else Setting.site_id.is_(None)
+    return db.session.execute(
+        select(Setting).where(Setting.key == name, scope)
+    ).scalar_one_or_none()
+
+
 def clear(name: str, site: Site | int | None = None) -> bool:
     """Remove the value of ``name`` at this scope (a site goes back to inheriting)."""
     get_key(name)
     site_id = _site_id(site)
-    row = db.session.execute(
-        select(Setting).where(
-            Setting.key == name,
-            Setting.site_id == site_id if site_id is not None else Setting.site_id.is_(None),
-        )
-    ).scalar_one_or_none()
+    row = _stored_row(name, site_id)
     if row is None:
         return False
     db.session.delete(row)
