@@ -157,3 +157,22 @@ def silent_server() -> Iterator[SilentServer]:
     server = SilentServer()
     yield server
     server.stop()
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+# One Chromium for the whole run: playwright's sync API allows a single instance at a time,
+# so every browser test (panel, catcher, security headers) shares this fixture.
+@pytest.fixture(scope="session")
+def browser() -> Iterator:
+    """Debian's Chromium, headless; playwright never downloads a browser here."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--no-first-run", "--disable-sync"])
+        yield chromium
+        chromium.close()

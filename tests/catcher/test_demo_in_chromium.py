@@ -20,7 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from cryptography.fernet import Fernet
 
-from tests.browser.conftest import browser, shot  # noqa: F401 - the shared headless Chromium
+from tests.browser.conftest import shot
 from tests.catcher.test_cli_and_first_run import PROJECT, wait_for_port
 from tests.smtpd import HOST, free_port
 

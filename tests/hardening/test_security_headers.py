@@ -10,7 +10,7 @@ import re
 import pytest
 
 from tests.admin.conftest import root, sign_in  # noqa: F401 - fixtures shared with the panel tests
-from tests.browser.conftest import browser, live_url, page, panel, password_hash, world  # noqa: F401
+from tests.browser.conftest import live_url, page, panel, password_hash, world  # noqa: F401
 
 ADMIN_PAGES = (
     "/admin/", "/admin/site/", "/admin/site/new/", "/admin/server/", "/admin/server/new/",
