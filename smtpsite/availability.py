@@ -127,16 +127,6 @@ def record_failure(server_key: str, error: str, cooldown_seconds: float) -> None
         )
 
 
-def record_success(server_key: str) -> None:
-    """End a cool-down early: the server just delivered."""
-    with db.engine.begin() as conn:
-        conn.execute(
-            update(ServerHealth)
-            .where(ServerHealth.server_key == server_key, ServerHealth.cooldown_until.is_not(None))
-            .values(cooldown_until=None)
-        )
-
-
 def release_holders(holders: Iterable[str]) -> int:
     """Free every slot held by ``holders`` (workers known to be dead); return how many."""
     names = list(holders)

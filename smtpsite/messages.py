@@ -11,7 +11,6 @@ from email.headerregistry import HeaderRegistry
 from email.message import EmailMessage
 from email.utils import format_datetime, getaddresses, localtime, make_msgid
 from html.parser import HTMLParser
-from pathlib import Path
 from typing import Any
 
 from smtpsite.addresses import (
@@ -400,12 +399,3 @@ def prepare_message(
 def _copy_message(msg: EmailMessage) -> EmailMessage:
     # Work on a copy: the caller's object must not lose its Bcc header.
     return message_from_bytes(msg.as_bytes(policy=policy.default), policy=policy.default)
-
-
-def read_attachment_file(path: str | Path) -> Attachment:
-    """An ``Attachment`` from a file on disk, with a clear error if it cannot be read."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise MessageError(f"attachment {str(path)!r} cannot be read: {exc.strerror}") from None
-    return Attachment(Path(path).name, data)

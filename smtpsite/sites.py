@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from sqlalchemy import func, select
 
 from smtpsite.extensions import db
-from smtpsite.models import Email, Site, SmtpServer, server_sites
+from smtpsite.models import Email, Site, server_sites
 
 CODE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 DOMAIN = re.compile(r"^(?=.{1,253}$)(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*$")
@@ -91,8 +91,3 @@ def delete_site(site: Site) -> None:
     if reasons:
         raise SiteError(f"site {site.code_name!r} cannot be deleted: " + "; ".join(reasons))
     db.session.delete(site)
-
-
-def servers_of(site: Site) -> list[SmtpServer]:
-    """The servers assigned to ``site`` (not the global ones)."""
-    return list(site.servers)
