@@ -11,6 +11,7 @@ from wtforms import PasswordField, SelectField, StringField
 
 from smtpsite import settings
 from smtpsite.admin import scoping
+from smtpsite.admin.dkim_view import dkim_page
 from smtpsite.admin.fields import choice_list
 from smtpsite.extensions import db
 from smtpsite.models import Site
@@ -127,3 +128,8 @@ class SettingsView(scoping.AccessMixin, BaseView):
         ]
         return self.render("admin/smtpsite/settings.html", form=form, rows=rows, site=site,
                            sites=scoping.visible_sites(), as_text=as_text)
+
+    @expose("/dkim/", methods=("GET", "POST"))
+    def dkim(self):
+        """Generate a site's DKIM key pair and show the DNS TXT record to publish."""
+        return dkim_page(self)
