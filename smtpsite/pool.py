@@ -17,13 +17,12 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from flask import Flask, current_app
 
-from smtpsite import availability
+from smtpsite import availability, queue
 from smtpsite.delivery import DeliveryMethod
 from smtpsite.routing import ChainEntry
 from smtpsite.secrets import Secret
@@ -65,8 +64,6 @@ class ConnectionPool:
         self._idle: dict[tuple[str, str], list[Pooled]] = {}
         self._lock = threading.Lock()
         self._reaper: threading.Thread | None = None
-        # Called by the reaper thread (with the app context) after each pass: e.g. stats.
-        self.on_reap: list[Callable[[], None]] = []
 
     def checkout(self, entry: ChainEntry, lease_ttl: float, holder: str | None) -> Pooled | None:
         """A slot of ``entry`` (with an open connection when one is idle); None when busy."""
@@ -177,8 +174,9 @@ class ConnectionPool:
             try:
                 with self.app.app_context():
                     self.reap()
-                    for hook in self.on_reap:
-                        hook()
+                    # Sends through pooled connections count their stats in a buffer: write
+                    # it here too, so the last counts land once sending stops.
+                    queue.flush_stats()
             except Exception:
                 log.exception("the connection pool's clean-up failed")
             with self._lock:

@@ -121,8 +121,6 @@ def deliver(
         pool=connection_pool() if pool_idle_seconds() > 0 else None,
         switches={name: settings.get(name) for name in ("emails.simulate", "emails.fail_all")},
     )
-    if sender.pool is not None and queue.flush_stats not in sender.pool.on_reap:
-        sender.pool.on_reap.append(queue.flush_stats)  # the last counts, once sending stops
     job = Job(message, chain)
     sender.run([job])
     if sender.pool is not None:
@@ -237,36 +235,25 @@ def send_mail(
     ``MessageError`` (or ``UnknownSiteError``) and sends nothing.
     """
     with chain_cache.snapshot():  # settings and chains checked once for the whole send
-        return _send_mail(site, to=to, subject=subject, text=text, html=html, sender=sender,
-                          cc=cc, bcc=bcc, reply_to=reply_to, attachments=attachments,
-                          headers=headers, priority=priority, queue=queue,
-                          scheduled_at=scheduled_at, expires_at=expires_at)
-
-
-def _send_mail(site: str | Site | None, *, to: Iterable[str], subject: str, text: str | None,
-               html: str | None, sender: str | None, cc: Iterable[str], bcc: Iterable[str],
-               reply_to: str | None, attachments: Iterable[Any],
-               headers: Mapping[str, str] | None, priority: str, queue: bool | None,
-               scheduled_at: datetime | None, expires_at: datetime | None) -> SendResult:
-    site_obj = resolve_site(site)
-    values = settings.resolve_all(site_obj)
-    prepared = build_message(
-        sender=sender or values["emails.default_sender"].value,
-        to=_as_list(to, "to"),
-        subject=subject,
-        text=text,
-        html=html,
-        cc=_as_list(cc, "cc"),
-        bcc=_as_list(bcc, "bcc"),
-        reply_to=reply_to,
-        attachments=attachments,
-        headers=headers,
-        priority=priority,
-        email_format=values["emails.format"].value,
-    )
-    return send_prepared(
-        prepared, site_obj, queue_it=queue, scheduled_at=scheduled_at, expires_at=expires_at
-    )
+        site_obj = resolve_site(site)
+        values = settings.resolve_all(site_obj)
+        prepared = build_message(
+            sender=sender or values["emails.default_sender"].value,
+            to=_as_list(to, "to"),
+            subject=subject,
+            text=text,
+            html=html,
+            cc=_as_list(cc, "cc"),
+            bcc=_as_list(bcc, "bcc"),
+            reply_to=reply_to,
+            attachments=attachments,
+            headers=headers,
+            priority=priority,
+            email_format=values["emails.format"].value,
+        )
+        return send_prepared(
+            prepared, site_obj, queue_it=queue, scheduled_at=scheduled_at, expires_at=expires_at
+        )
 
 
 def send_message(
