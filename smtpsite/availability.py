@@ -13,10 +13,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from smtpsite import chain_cache
 from smtpsite.extensions import db
 from smtpsite.models import ServerHealth, ServerRate, ServerSlot, utcnow
 
@@ -99,16 +100,19 @@ def release(lease: Lease) -> None:
 
 def cooling_down(server_keys: Iterable[str]) -> set[str]:
     """The keys among ``server_keys`` whose cool-down after a failure has not ended."""
-    keys = list(server_keys)
+    keys = frozenset(server_keys)
     if not keys:
         return set()
     with db.engine.connect() as conn:
-        rows = conn.execute(
-            select(ServerHealth.server_key).where(
-                and_(ServerHealth.server_key.in_(keys), ServerHealth.cooldown_until > utcnow())
+        # Cached until any cool-down changes (a token renewed by triggers, migration 0005);
+        # an end of a cool-down needs no change: it is compared with the clock below.
+        ends = chain_cache.cached_health(conn, ("cooldowns", keys), lambda: dict(conn.execute(
+            select(ServerHealth.server_key, ServerHealth.cooldown_until).where(
+                ServerHealth.server_key.in_(keys), ServerHealth.cooldown_until.is_not(None)
             )
-        )
-        return {row.server_key for row in rows}
+        ).all()))
+    now = utcnow()
+    return {key for key, end in ends.items() if end > now}
 
 
 def record_failure(server_key: str, error: str, cooldown_seconds: float) -> None:

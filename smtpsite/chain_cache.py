@@ -6,6 +6,9 @@ Every lookup reads the token first (one indexed one-row read) and uses a cached 
 if it was filled under the same token, so a change is seen by the very next send anywhere.
 Reading the token *before* the data is what keeps this safe: data read after the token can
 only be newer than the token says, never older.
+
+Cool-downs have a token of their own (``health_token``, migration 0005), so that a failing
+server does not empty the caches of chains and settings.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from contextvars import ContextVar
 from typing import Any, TypeVar
 
 from flask import current_app
+from sqlalchemy import Connection
 
 from smtpsite.extensions import db
 
@@ -25,6 +29,7 @@ _UNSET: Any = object()
 # The token pinned by ``snapshot()`` for the current thread or task.
 _PINNED: ContextVar[Any] = ContextVar("smtpsite_config_token", default=_UNSET)
 _TOKEN_SQL = "SELECT token FROM config_version WHERE id = 1"
+_HEALTH_TOKEN_SQL = "SELECT health_token FROM config_version WHERE id = 1"
 # Enough for every site of a large installation; beyond it the cache starts over.
 MAX_ENTRIES = 20000
 
@@ -62,13 +67,25 @@ class ConfigCache:
             self._state = (None, {})
 
 
-def cache() -> ConfigCache:
-    """The current app's cache (one per app, so apps on other databases never mix)."""
+def cache(name: str = "config") -> ConfigCache:
+    """The current app's cache called ``name`` (one per app: apps on other databases never mix)."""
     extensions = current_app.extensions
-    found = extensions.get("smtpsite_config_cache")
+    key = f"smtpsite_{name}_cache"
+    found = extensions.get(key)
     if found is None:
-        found = extensions.setdefault("smtpsite_config_cache", ConfigCache())
+        found = extensions.setdefault(key, ConfigCache())
     return found
+
+
+def _read_token(connection: Connection, sql: str) -> int | None:
+    # The driver's cursor straight away: a result object costs more than the read itself.
+    cursor = connection.connection.driver_connection.cursor()
+    try:
+        cursor.execute(sql)
+        row = cursor.fetchone()
+    finally:
+        cursor.close()
+    return row[0] if row else None
 
 
 def current_token() -> int | None:
@@ -76,14 +93,17 @@ def current_token() -> int | None:
     session = db.session()
     if session.new or session.deleted or session.dirty:
         session.flush()  # as autoflush would before a query: pending changes renew the token
-    # The driver's cursor straight away: a result object costs more than the read itself.
-    cursor = session.connection().connection.driver_connection.cursor()
-    try:
-        cursor.execute(_TOKEN_SQL)
-        row = cursor.fetchone()
-    finally:
-        cursor.close()
-    return row[0] if row else None
+    return _read_token(session.connection(), _TOKEN_SQL)
+
+
+def cached_health(connection: Connection, key: Hashable, load: Callable[[], T]) -> T:
+    """``load()``'s value for ``key``, cached until a cool-down changes.
+
+    ``connection`` reads the token, and ``load`` must read its data through it too, so
+    that both come from the same view of the database. Never pinned by ``snapshot()``: a
+    failure recorded during a send is seen by that send's next round.
+    """
+    return cache("health").get(_read_token(connection, _HEALTH_TOKEN_SQL), key, load)
 
 
 @contextmanager

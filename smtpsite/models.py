@@ -356,14 +356,16 @@ class AlertState(db.Model):
 
 
 class ConfigVersion(db.Model):
-    """A token that changes with every change to sites, servers or settings (one row).
+    """Tokens that change with every change to the configuration, or to a cool-down (one row).
 
-    Database triggers (migration 0004) set a new random token on every insert, update or
-    delete of those tables, by any process and any writer; caches of server chains and
-    settings compare it to the token they were filled under.
+    Database triggers (migrations 0004, 0005) set a new random ``token`` on every insert,
+    update or delete of sites, servers, their assignments and settings, and a new
+    ``health_token`` on every change of a server's cool-down, by any process and any
+    writer; the caches compare them to the token they were filled under.
     """
 
     __tablename__ = "config_version"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     token: Mapped[int] = mapped_column(BigInteger)
+    health_token: Mapped[int] = mapped_column(BigInteger, server_default="0")

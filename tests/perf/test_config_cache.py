@@ -5,8 +5,11 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+import time
+from contextlib import contextmanager
+from datetime import timedelta
 
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from smtpsite import settings
 from smtpsite.extensions import db
@@ -108,3 +111,90 @@ def test_the_postgresql_triggers_renew_the_token(pg_app):
     with db.engine.begin() as conn:  # another connection, as another process would
         conn.execute(text(f"UPDATE smtp_servers SET enabled = false WHERE id = {first.id}"))
     assert [e.name for e in chain_for(site)] == ["two.example.com"]
+
+
+# -- cool-downs: cached per process under the health token (migration 0005) ---------------
+
+@contextmanager
+def _statements():
+    """The statements run through SQLAlchemy inside the block (the token read is not one)."""
+    seen: list[str] = []
+
+    def count(conn, cursor, statement, *args):
+        seen.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", count)
+    try:
+        yield seen
+    finally:
+        event.remove(db.engine, "before_cursor_execute", count)
+
+
+def test_a_cooldown_recorded_by_another_process_is_seen_by_the_next_check(app):
+    from smtpsite.availability import cooling_down
+
+    database = db.engine.url.database
+    assert cooling_down({"a", "b"}) == set()
+    with _statements() as seen:
+        assert cooling_down({"a", "b"}) == set()
+    assert seen == []  # served from the cache
+    _other_process(database, "INSERT INTO server_health (server_key, cooldown_until) "
+                             "VALUES ('a', '2999-01-01 00:00:00')")
+    assert cooling_down({"a", "b"}) == {"a"}
+    _other_process(database, "UPDATE server_health SET cooldown_until = '2000-01-01 00:00:00'")
+    assert cooling_down({"a", "b"}) == set()
+    _other_process(database, "UPDATE server_health SET cooldown_until = '2999-01-01 00:00:00'")
+    assert cooling_down({"a", "b"}) == {"a"}
+    _other_process(database, "DELETE FROM server_health")
+    assert cooling_down({"a", "b"}) == set()
+
+
+def test_a_cooldown_ends_with_the_clock_without_a_change(app):
+    from smtpsite.availability import cooling_down, record_failure
+
+    record_failure("a", "421 try later", cooldown_seconds=0.3)
+    assert cooling_down({"a"}) == {"a"}
+    time.sleep(0.4)
+    assert cooling_down({"a"}) == set()
+    record_failure("a", "421 again", cooldown_seconds=timedelta(minutes=5).total_seconds())
+    assert cooling_down({"a"}) == {"a"}
+
+
+def test_the_two_tokens_change_independently(app):
+    from smtpsite.availability import record_failure
+
+    database = db.engine.url.database
+
+    def tokens() -> tuple[int, int]:
+        return sqlite3.connect(database).execute(
+            "SELECT token, health_token FROM config_version").fetchone()
+
+    config, health = tokens()
+    record_failure("a", "421 try later", cooldown_seconds=60)
+    after_failure = tokens()
+    assert after_failure[0] == config and after_failure[1] != health
+    create_site("shop", "Shop")
+    db.session.commit()
+    after_change = tokens()
+    # A configuration change keeps the health token (it must never go back to a value
+    # a process may have cached cool-downs under).
+    assert after_change[0] != config and after_change[1] == after_failure[1]
+    # A check that leaves the cool-down alone renews nothing.
+    db.session.execute(text("UPDATE server_health SET last_check_ok = 1"))
+    db.session.commit()
+    assert tokens() == after_change
+
+
+def test_the_postgresql_triggers_renew_the_health_token(pg_app):
+    from smtpsite.availability import cooling_down, record_failure
+
+    assert cooling_down({"a", "b"}) == set()
+    with db.engine.begin() as conn:  # another connection, as another process would
+        conn.execute(text("INSERT INTO server_health (server_key, cooldown_until) "
+                          "VALUES ('b', '2999-01-01')"))
+    assert cooling_down({"a", "b"}) == {"b"}
+    record_failure("a", "421 try later", cooldown_seconds=60)
+    assert cooling_down({"a", "b"}) == {"a", "b"}
+    with db.engine.begin() as conn:
+        conn.execute(text("UPDATE server_health SET cooldown_until = NULL"))
+    assert cooling_down({"a", "b"}) == set()
