@@ -7,8 +7,10 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
-from email.headerregistry import HeaderRegistry
+from email.header import Header
+from email.headerregistry import HeaderRegistry, UnstructuredHeader
 from email.message import EmailMessage
+from email.policy import Policy
 from email.utils import format_datetime, getaddresses, localtime, make_msgid
 from html.parser import HTMLParser
 from typing import Any
@@ -23,6 +25,7 @@ from smtpsite.addresses import (
     mailbox_address,
 )
 from smtpsite.delivery import OutgoingMessage
+from smtpsite.mime_writer import write_simple
 
 # Headers smtpsite writes itself; callers may not set them through ``headers=``.
 RESERVED_HEADERS = frozenset(
@@ -40,12 +43,30 @@ PRIORITY_HEADERS = {
 FORMATS = ("html", "plaintext", "both")
 
 
+class _WordsKeepTheirSpaces:
+    """Non-ASCII unstructured headers encoded as ``email.header.Header`` encodes them.
+
+    The default policy's folder may break a line between two encoded words at a space of
+    the text; RFC 2047 readers drop whitespace between encoded words, so the space is lost
+    ("Grüße  日本" can arrive as "Grüße日本"). Encoded words that carry the spaces inside
+    them decode to the exact text.
+    """
+
+    def fold(self, *, policy: Policy) -> str:
+        value = str(self)
+        if value.isascii() or policy.utf8:
+            return super().fold(policy=policy)
+        encoded = Header(value, "utf-8", maxlinelen=policy.max_line_length,
+                         header_name=self.name).encode(linesep=policy.linesep)
+        return f"{self.name}: {encoded}{policy.linesep}"
+
+
 class _HeaderClasses(HeaderRegistry):
     """The stdlib's header registry, making each header class once instead of per header.
 
     ``HeaderRegistry.__getitem__`` builds a new class with ``type()`` on every header set
     or read (a tenth of a send in the profiles); the classes it builds are the same each
-    time, so the bytes are too.
+    time. Unstructured headers also keep their spaces (``_WordsKeepTheirSpaces``).
     """
 
     def __init__(self) -> None:
@@ -56,7 +77,10 @@ class _HeaderClasses(HeaderRegistry):
         key = name.lower()
         made = self._made.get(key)
         if made is None:
-            made = self._made[key] = super().__getitem__(name)
+            made = super().__getitem__(name)
+            if issubclass(made, UnstructuredHeader):
+                made = type(made.__name__, (_WordsKeepTheirSpaces, made), {})
+            self._made[key] = made
         return made
 
 
@@ -230,32 +254,39 @@ def build_message(
     else:
         text_part, html_part = None, html
 
-    msg = EmailMessage(policy=BUILD_POLICY)
-    try:
-        msg["From"] = sender_header
-        if to_list:
-            msg["To"] = ", ".join(to)
-        if cc_list:
-            msg["Cc"] = ", ".join(cc)
-        if reply:
-            msg["Reply-To"] = reply
-        msg["Subject"] = subject
-        msg["Date"] = format_datetime(localtime())
-        msg["Message-ID"] = make_msgid(domain=_msgid_domain(sender_addr))
-        x_priority, importance, prio = PRIORITY_HEADERS[priority]
-        msg["X-Priority"] = x_priority
-        msg["Importance"] = importance
-        msg["Priority"] = prio
-        for name, value in extra.items():
-            msg[name] = value
-    except (ValueError, LookupError, AttributeError, TypeError):
-        # The email package's header parser refuses (an encoded word that decodes to a line
-        # break, "=?utf-8?b?DQo=?=") or trips over (a display name of ".") hostile input.
-        raise MessageError("an address, display name or header cannot be encoded as given") from None
-
-    _set_bodies(msg, text_part, html_part, files)
-    envelope_recipients = [*to_list, *cc_list, *bcc_list]
-    outgoing = _outgoing(msg, sender_addr, envelope_recipients)
+    headers_out = [("From", sender_header)]
+    if to_list:
+        headers_out.append(("To", ", ".join(to)))
+    if cc_list:
+        headers_out.append(("Cc", ", ".join(cc)))
+    if reply:
+        headers_out.append(("Reply-To", reply))
+    x_priority, importance, prio = PRIORITY_HEADERS[priority]
+    message_id = make_msgid(domain=_msgid_domain(sender_addr))
+    headers_out += [
+        ("Subject", subject), ("Date", format_datetime(localtime())), ("Message-ID", message_id),
+        ("X-Priority", x_priority), ("Importance", importance), ("Priority", prio),
+        *extra.items(),
+    ]
+    env_sender, env_rcpts, utf8 = _envelope(sender_addr, [*to_list, *cc_list, *bcc_list])
+    # The common simple message is written directly (byte-equal); the rest by the email package.
+    data = None if files or utf8 else write_simple(headers_out, text_part, html_part)
+    if data is None:
+        msg = EmailMessage(policy=BUILD_POLICY)
+        try:
+            for name, value in headers_out:
+                msg[name] = value
+        except (ValueError, LookupError, AttributeError, TypeError):
+            # The email package's header parser refuses (an encoded word that decodes to a
+            # line break, "=?utf-8?b?DQo=?=") or trips over (a display name of ".") hostile
+            # input.
+            raise MessageError(
+                "an address, display name or header cannot be encoded as given"
+            ) from None
+        _set_bodies(msg, text_part, html_part, files)
+        data = msg.as_bytes(policy=WIRE_POLICY_UTF8 if utf8 else WIRE_POLICY)
+    outgoing = OutgoingMessage(message_id=message_id, sender=env_sender, recipients=env_rcpts,
+                               data=data, smtputf8=utf8)
     return PreparedEmail(
         outgoing=outgoing,
         sender=sender_header,
@@ -321,21 +352,15 @@ def _msgid_domain(address: str) -> str:
         return "smtpsite.invalid"
 
 
-def _outgoing(msg: EmailMessage, sender: str, recipients: list[str]) -> OutgoingMessage:
+def _envelope(sender: str, recipients: list[str]) -> tuple[str, tuple[str, ...], bool]:
+    """MAIL FROM, the RCPT TO list (each once) and whether SMTPUTF8 is needed."""
     env_sender, utf8 = envelope_address(sender)
     env_rcpts = []
     for address in recipients:
         rcpt, needs = envelope_address(address)
         env_rcpts.append(rcpt)
         utf8 = utf8 or needs
-    data = msg.as_bytes(policy=WIRE_POLICY_UTF8 if utf8 else WIRE_POLICY)
-    return OutgoingMessage(
-        message_id=str(msg["Message-ID"]),
-        sender=env_sender,
-        recipients=tuple(dict.fromkeys(env_rcpts)),
-        data=data,
-        smtputf8=utf8,
-    )
+    return env_sender, tuple(dict.fromkeys(env_rcpts)), utf8
 
 
 def prepare_message(
@@ -370,7 +395,11 @@ def prepare_message(
         msg["Message-ID"] = make_msgid(domain=_msgid_domain(sender_addr))
     if msg["Date"] is None:
         msg["Date"] = format_datetime(localtime())
-    outgoing = _outgoing(msg, sender_addr, rcpts)
+    env_sender, env_rcpts, utf8 = _envelope(sender_addr, rcpts)
+    outgoing = OutgoingMessage(
+        message_id=str(msg["Message-ID"]), sender=env_sender, recipients=env_rcpts,
+        data=msg.as_bytes(policy=WIRE_POLICY_UTF8 if utf8 else WIRE_POLICY), smtputf8=utf8,
+    )
     body = msg.get_body(("html", "plain"))
     text_body = msg.get_body(("plain",))
     html_body = msg.get_body(("html",))
