@@ -123,6 +123,15 @@ def record(action: str, object_type: str, object_id: str | None, summary: str, *
     return True
 
 
+def record_inserted(connection: Connection, obj: Any) -> None:
+    """The entry of an object inserted without the session (a queued email), if audited."""
+    if current_actor() is None:
+        return
+    entry = _entry("queue" if isinstance(obj, Email) else "create", obj, None, snapshot(obj))
+    record(entry["action"], entry["object_type"], entry["object_id"], entry["summary"],
+           site_id=entry["site_id"], after=entry["after"], connection=connection)
+
+
 # -- what an object looks like in an entry ---------------------------------------------
 def _plain(value: Any) -> Any:
     """A JSON-safe copy of a column value."""

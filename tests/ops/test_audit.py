@@ -150,6 +150,17 @@ def test_queue_actions_are_audited(panel, root, world):
     assert delete.summary.startswith("delete: 1 email(s) where") and str(ids[2]) in delete.summary
 
 
+def test_an_email_queued_by_an_operator_is_audited_without_its_body(app):
+    with audit.acting_as("cli:someone", "cli"):
+        result = send_mail(None, to=["a@example.com"], subject="Operator test", text="Body 42",
+                           queue=True)
+    [entry] = _entries()
+    assert (entry.actor, entry.action, entry.object_type, entry.object_id) == (
+        "cli:someone", "queue", "email", str(result.email_id))
+    assert entry.after["subject"] == "Operator test" and entry.after["to"] == ["a@example.com"]
+    assert "Body 42" not in _dump([entry])
+
+
 def test_worker_writes_and_rolled_back_changes_leave_no_entry(app, smtp_server):
     add_server(smtp_server)
     send_mail(None, to=["a@example.com"], subject="x", text="x", queue=True)
