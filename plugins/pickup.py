@@ -1,9 +1,11 @@
 """Delivery into a pickup directory: one ``<uuid>.eml`` file per message for a local MTA to send.
 
 The file starts with ``X-Sender:`` and one ``X-Receiver:`` line per envelope recipient (Bcc
-recipients included), then the message exactly as serialised. It is written under a hidden
-temporary name that an MTA watching ``*.eml`` ignores, synced to disk, then linked into place
-under its final name (a link never replaces an existing file) and the directory is synced.
+recipients included), then the message exactly as serialised. It is written as a file with
+no name yet (Linux's ``O_TMPFILE``; elsewhere under a hidden temporary name that an MTA
+watching ``*.eml`` ignores), synced to disk, then linked into place under its final name (a
+link never replaces an existing file) and the directory is synced. An unnamed file needs no
+temporary name created and removed, and a crash part-way leaves nothing behind.
 
 The directory's file system must support hard links (every local Linux one does): linking
 is how a file appears under its final name without ever replacing another.
@@ -39,6 +41,10 @@ log = logging.getLogger(__name__)
 _TLS_WORDS = ("ssl", "tls", "security", "certificate", "ca_file")
 _FILE_MODE = 0o640  # the MTA reads it through its group; mail is nobody else's business
 _NAME_ATTEMPTS = 5
+# Unnamed files are given their name through /proc (linkat of /proc/self/fd/N).
+_UNNAMED = getattr(os, "O_TMPFILE", 0) if os.path.isdir("/proc/self/fd") else 0
+# What open() answers when the file system (or kernel) cannot create unnamed files.
+_NO_UNNAMED = {errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL}
 
 
 def _is_tls_option(name: str) -> bool:
@@ -97,17 +103,24 @@ class PickupDelivery(DeliveryMethod):
         results = []
         try:
             # Checked once per call (the symlink check of the module docstring): a batch is
-            # written within moments, and each file is still created with O_NOFOLLOW.
+            # written within moments, and every file is made through this directory handle.
             directory = self._directory()
+            dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
         except DeliveryError as exc:
             return [DeliveryResult(m.message_id, False, error=exc) for m in messages]
-        for message in messages:
-            try:
-                path = _write_file(directory, message)
-            except DeliveryError as exc:
-                results.append(DeliveryResult(message.message_id, False, error=exc))
-                continue
-            results.append(DeliveryResult(message.message_id, True, reply=f"written to {path}"))
+        except OSError as exc:
+            error = DeliveryError(f"cannot open {directory}: {_reason(exc)}")
+            return [DeliveryResult(m.message_id, False, error=error) for m in messages]
+        try:
+            for message in messages:
+                try:
+                    path = _write_file(directory, dir_fd, message)
+                except DeliveryError as exc:
+                    results.append(DeliveryResult(message.message_id, False, error=exc))
+                    continue
+                results.append(DeliveryResult(message.message_id, True, reply=f"written to {path}"))
+        finally:
+            os.close(dir_fd)
         return results
 
     def check(self, sender: str, recipient: str) -> CheckResult:
@@ -169,57 +182,65 @@ def _envelope_lines(message: OutgoingMessage) -> bytes:
     return "".join(lines).encode("utf-8")
 
 
-def _write_file(directory: Path, message: OutgoingMessage) -> Path:
-    """Write ``message`` to a new ``<uuid>.eml`` in ``directory``; return its path."""
+def _write_file(directory: Path, dir_fd: int, message: OutgoingMessage) -> Path:
+    """Write ``message`` to a new ``<uuid>.eml`` in the directory; return its path."""
     content = _envelope_lines(message) + message.data
-    temp = directory / f".{uuid.uuid4()}.eml.tmp"
-    try:
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, _FILE_MODE)
-    except OSError as exc:
-        raise DeliveryError(f"cannot create a file in {directory}: {_reason(exc)}") from None
+    fd, temp = _new_file(directory, dir_fd)
     try:
         try:
             view = memoryview(content)
             while view:
                 view = view[os.write(fd, view):]
             os.fsync(fd)
+            final = _link_new_name(fd, temp, dir_fd)
         finally:
             os.close(fd)
-        final = _link_new_name(temp, directory)
     except OSError as exc:
-        _remove(temp)
         raise DeliveryError(f"cannot write a message file in {directory}: {_reason(exc)}") from None
-    _remove(temp)
+    finally:
+        if temp is not None:
+            _remove(directory / temp)
     try:
-        _fsync_directory(directory)
+        os.fsync(dir_fd)
     except OSError as exc:
         # The file is in place and an MTA may already have taken it: never write it again.
         raise DeliveryError(
-            f"{final.name} was written but {directory} could not be synced ({_reason(exc)}); "
+            f"{final} was written but {directory} could not be synced ({_reason(exc)}); "
             "the message may or may not be delivered",
             after_data=True,
         ) from None
-    return final
+    return directory / final
 
 
-def _link_new_name(temp: Path, directory: Path) -> Path:
-    # os.link fails with EEXIST instead of replacing a file, unlike rename.
-    for _ in range(_NAME_ATTEMPTS):
-        final = directory / f"{uuid.uuid4()}.eml"
+def _new_file(directory: Path, dir_fd: int) -> tuple[int, str | None]:
+    """A new empty file: unnamed where the system can, else under a hidden temporary name."""
+    if _UNNAMED:
         try:
-            os.link(temp, final)
+            return os.open(".", os.O_WRONLY | _UNNAMED, _FILE_MODE, dir_fd=dir_fd), None
+        except OSError as exc:
+            if exc.errno not in _NO_UNNAMED:
+                raise DeliveryError(f"cannot create a file in {directory}: {_reason(exc)}") from None
+    temp = f".{uuid.uuid4()}.eml.tmp"
+    try:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+        return os.open(temp, flags, _FILE_MODE, dir_fd=dir_fd), temp
+    except OSError as exc:
+        raise DeliveryError(f"cannot create a file in {directory}: {_reason(exc)}") from None
+
+
+def _link_new_name(fd: int, temp: str | None, dir_fd: int) -> str:
+    """Give the written file its final name; a link fails (EEXIST) rather than replace a file."""
+    source = f"/proc/self/fd/{fd}" if temp is None else temp
+    for _ in range(_NAME_ATTEMPTS):
+        final = f"{uuid.uuid4()}.eml"
+        try:
+            # follow_symlinks (linkat's AT_SYMLINK_FOLLOW) is what links an unnamed file.
+            os.link(source, final, src_dir_fd=None if temp is None else dir_fd,
+                    dst_dir_fd=dir_fd, follow_symlinks=True)
         except FileExistsError:
             continue
         return final
     raise OSError(errno.EEXIST, "no free file name found")
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _remove(path: Path) -> None:

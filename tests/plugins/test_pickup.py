@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import plugins.pickup as pickup_module
 from plugins.pickup import PickupDelivery
 from smtpsite.delivery import OptionsError, PluginContext, ServerAddress
 from tests.plugins.conftest import outgoing
@@ -29,7 +30,18 @@ def errors_for(options: dict, context: PluginContext) -> dict[str, str]:
     return info.value.errors
 
 
-def test_file_is_envelope_lines_then_the_message_byte_for_byte(pickup_root, pickup_context):
+@pytest.fixture(params=["unnamed", "named"])
+def file_kind(request, monkeypatch) -> str:
+    """Both ways a file is made: unnamed (O_TMPFILE, Linux) and under a hidden temporary name
+    (file systems without unnamed files)."""
+    assert pickup_module._UNNAMED, "this Linux machine should create unnamed files"
+    if request.param == "named":
+        monkeypatch.setattr(pickup_module, "_UNNAMED", 0)
+    return request.param
+
+
+def test_file_is_envelope_lines_then_the_message_byte_for_byte(pickup_root, pickup_context,
+                                                              file_kind):
     folder = pickup_root / "mail"
     message = outgoing(recipients=("to@example.com", "cc@example.com"), bcc=("hidden@example.com",))
     [result] = make(folder, pickup_context).send_messages([message])
@@ -46,7 +58,8 @@ def test_file_is_envelope_lines_then_the_message_byte_for_byte(pickup_root, pick
     assert str(path) in result.reply
 
 
-def test_many_sends_make_distinct_files_and_leave_no_temporary_ones(pickup_root, pickup_context):
+def test_many_sends_make_distinct_files_and_leave_no_temporary_ones(pickup_root, pickup_context,
+                                                                   file_kind):
     folder = pickup_root / "mail"
     plugin = make(folder, pickup_context)
     messages = [outgoing() for _ in range(5)]
@@ -59,15 +72,14 @@ def test_many_sends_make_distinct_files_and_leave_no_temporary_ones(pickup_root,
     assert contents == {m.data for m in messages}
 
 
-def test_an_existing_file_is_never_replaced(pickup_root, pickup_context, monkeypatch):
+def test_an_existing_file_is_never_replaced(pickup_root, pickup_context, monkeypatch, file_kind):
     folder = pickup_root / "mail"
     taken = folder / "00000000-0000-4000-8000-000000000000.eml"
     taken.write_bytes(b"someone else's message")
     # The first final name drawn collides with the existing file; the plugin must pick another.
-    import plugins.pickup as pickup_module
-
     real = pickup_module.uuid.uuid4
-    names = iter([real(), taken.stem])  # temp name first, then the colliding final name
+    # A named file draws its temporary name first, then the colliding final name.
+    names = iter([taken.stem] if file_kind == "unnamed" else [real(), taken.stem])
     monkeypatch.setattr(pickup_module.uuid, "uuid4", lambda: next(names, None) or real())
     [result] = make(folder, pickup_context).send_messages([outgoing()])
     assert result.ok, result.error
@@ -157,11 +169,14 @@ def test_directory_replaced_by_a_file_is_a_clear_error(pickup_root, pickup_conte
     assert not result.error.after_data
 
 
-def test_write_failure_is_clear_and_removes_the_temporary_file(pickup_root):
+def test_write_failure_is_clear_and_removes_the_temporary_file(pickup_root, file_kind):
     # A real failed write: a child process whose file size limit is smaller than the message.
     folder = pickup_root / "mail"
     child = textwrap.dedent(f"""
         import json, resource, signal
+        import plugins.pickup
+        if {file_kind!r} == "named":
+            plugins.pickup._UNNAMED = 0
         from plugins.pickup import PickupDelivery
         from smtpsite.delivery import PluginContext, ServerAddress
         from tests.plugins.conftest import outgoing
