@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Iterable
@@ -18,6 +19,8 @@ DEFAULT_PORT = 25
 for _allowed in ("local", "localhost"):
     if _allowed in email_validator.SPECIAL_USE_DOMAIN_NAMES:
         email_validator.SPECIAL_USE_DOMAIN_NAMES.remove(_allowed)
+# A bare address in which getaddresses() finds exactly itself (tests/core/test_addresses.py).
+_BARE_ADDRESS = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+")
 # One DNS label: letters, digits, hyphens inside, 1-63 characters.
 _LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 
@@ -96,13 +99,18 @@ def check_address(address: str) -> str:
     if any(ch in address for ch in LINE_BREAKS):
         raise AddressError(f"{address!r} contains a line break")
     try:
-        info = validate_email(
-            address.strip(), check_deliverability=False, allow_smtputf8=True, test_environment=True,
-            globally_deliverable=False,
-        )
+        return _normalized(address.strip())
     except EmailNotValidError as exc:
         raise AddressError(f"{address!r} is not a valid email address: {exc}") from None
-    return info.normalized
+
+
+@functools.lru_cache(maxsize=4096)
+def _normalized(address: str) -> str:
+    # Cached: the same few senders are checked on every send (a failure is not cached).
+    return validate_email(
+        address, check_deliverability=False, allow_smtputf8=True, test_environment=True,
+        globally_deliverable=False,
+    ).normalized
 
 
 def envelope_address(address: str) -> tuple[str, bool]:
@@ -122,6 +130,8 @@ def mailbox_address(entry: str, what: str = "address") -> str:
         raise AddressError(f"{what} {entry!r} is not an email address (expected text)")
     if any(ch in entry for ch in LINE_BREAKS):
         raise AddressError(f"{what} {entry!r} contains a line break")
+    if _BARE_ADDRESS.fullmatch(entry):
+        return check_address(entry)  # what getaddresses() would find, without parsing
     pairs = getaddresses([entry])
     if len(pairs) != 1 or not pairs[0][1]:
         raise AddressError(f"{what} {entry!r} must be one email address")

@@ -1,6 +1,11 @@
 """Server names, addresses, header values and sender filters."""
 
+from email.utils import getaddresses
+
 import pytest
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from smtpsite.addresses import (
     AddressError,
@@ -8,6 +13,7 @@ from smtpsite.addresses import (
     check_header_value,
     check_recipients,
     envelope_address,
+    mailbox_address,
     matches_sender_filter,
     parse_server_name,
 )
@@ -89,3 +95,17 @@ def test_sender_filter_matches_addresses_and_domains():
     assert not matches_sender_filter("other@example.com", rule)
     assert not matches_sender_filter("x@sub.shop.example", rule)
     assert matches_sender_filter("anyone@anywhere.example", None)
+
+
+@hsettings(max_examples=500, deadline=None)
+@given(st.from_regex(r"[A-Za-z0-9._%+-]{1,12}@[A-Za-z0-9.-]{1,12}", fullmatch=True))
+def test_a_bare_address_is_read_as_getaddresses_reads_it(entry):
+    # mailbox_address skips the parser for these entries: the parser must find the entry itself.
+    assert getaddresses([entry]) == [("", entry)]
+    try:
+        expected = check_address(entry)
+    except AddressError:
+        with pytest.raises(AddressError):
+            mailbox_address(entry)
+    else:
+        assert mailbox_address(entry) == expected
