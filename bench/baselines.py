@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import smtplib
 
-from bench.messages import RECIPIENT, SENDER, SUBJECT, TEXT, raw_message
+from bench.messages import RECIPIENT, SENDER, SUBJECT, TEXT, raw_message, recipient
 
 
 def smtplib_raw(host: str, port: int, count: int) -> None:
@@ -32,8 +32,8 @@ def django_send_mail(host: str, port: int, count: int) -> None:
     _django(host, port)
     from django.core.mail import send_mail
 
-    for _ in range(count):
-        send_mail(SUBJECT, TEXT, SENDER, [RECIPIENT])
+    for n in range(count):
+        send_mail(SUBJECT, TEXT, SENDER, [recipient(n)])
 
 
 def django_messages(count: int):

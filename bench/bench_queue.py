@@ -7,7 +7,7 @@ from pathlib import Path
 from sqlalchemy import delete, insert, select
 
 from bench.harness import Row, alternate, rate
-from bench.messages import RECIPIENT, SENDER, SUBJECT, TEXT
+from bench.messages import SENDER, SUBJECT, TEXT, recipient
 from bench.setup import sqlite_app
 from smtpsite import send_mail
 from smtpsite.extensions import db
@@ -30,8 +30,8 @@ def run(folder: Path, count: int, rounds: int) -> list[Row]:
             clear()
 
             def work():
-                for _ in range(count):
-                    send_mail("shop", to=[RECIPIENT], subject=SUBJECT, text=TEXT, sender=SENDER,
+                for n in range(count):
+                    send_mail("shop", to=[recipient(n)], subject=SUBJECT, text=TEXT, sender=SENDER,
                               queue=True)
             return rate(count, work)
 

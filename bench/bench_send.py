@@ -6,7 +6,7 @@ from pathlib import Path
 
 from bench import baselines
 from bench.harness import Row, alternate, rate
-from bench.messages import RECIPIENT, SENDER, SUBJECT, TEXT
+from bench.messages import SENDER, SUBJECT, TEXT, recipient
 from bench.setup import sqlite_app
 from bench.sink import Sink
 from smtpsite import send_mail, settings
@@ -27,8 +27,8 @@ def run(folder: Path, count: int, rounds: int, sink: Sink) -> list[Row]:
 
         def smtpsite_per_call() -> float:
             def work():
-                for _ in range(count):
-                    result = send_mail("shop", to=[RECIPIENT], subject=SUBJECT, text=TEXT,
+                for n in range(count):
+                    result = send_mail("shop", to=[recipient(n)], subject=SUBJECT, text=TEXT,
                                        sender=SENDER)
                     if result.status != "sent":
                         raise RuntimeError(f"benchmark send failed: {result.error}")

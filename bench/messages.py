@@ -2,6 +2,12 @@
 
 SENDER = "shop@example.com"
 RECIPIENT = "customer@example.com"
+
+
+def recipient(n: int) -> str:
+    """A recipient of its own per message, as real mail has: no cache of checked addresses
+    flatters a sender."""
+    return f"customer{n}@example.com"
 SUBJECT = "Your order 42 has shipped"
 TEXT = "Hello,\n\nyour order 42 has shipped and will arrive on Tuesday.\n\nThe Shop\n"
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pyinstrument import Profiler
 
-from bench.messages import RECIPIENT, SENDER, SUBJECT, TEXT
+from bench.messages import RECIPIENT, SENDER, SUBJECT, TEXT, recipient
 from bench.setup import sqlite_app
 from bench.sink import Sink
 
@@ -56,8 +56,8 @@ def _send(folder: Path, count: int) -> Profiler:
             db.session.commit()
             profiler = Profiler(interval=0.0005)
             with profiler:
-                for _ in range(count):
-                    send_mail("shop", to=[RECIPIENT], subject=SUBJECT, text=TEXT, sender=SENDER)
+                for n in range(count):
+                    send_mail("shop", to=[recipient(n)], subject=SUBJECT, text=TEXT, sender=SENDER)
                     db.session.remove()
     finally:
         sink.stop()
@@ -74,8 +74,8 @@ def _queue(folder: Path, count: int) -> Profiler:
         db.session.commit()
         profiler = Profiler(interval=0.0005)
         with profiler:
-            for _ in range(count):
-                send_mail("shop", to=[RECIPIENT], subject=SUBJECT, text=TEXT, sender=SENDER,
+            for n in range(count):
+                send_mail("shop", to=[recipient(n)], subject=SUBJECT, text=TEXT, sender=SENDER,
                           queue=True)
                 db.session.remove()
     return profiler
