@@ -35,7 +35,8 @@ class AddressError(ValueError):
 
 
 def _parse_port(text: str, name: str) -> int:
-    if not text.isdigit():
+    # ASCII digits only: str.isdigit() also accepts "²", which int() refuses.
+    if not (text.isascii() and text.isdigit()):
         raise AddressError(f"server name {name!r}: port {text!r} is not a number")
     port = int(text)
     if not 1 <= port <= 65535:

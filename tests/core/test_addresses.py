@@ -44,6 +44,8 @@ def test_server_names_parse(name, host, port):
         ("mail.example.com:0", "outside 1-65535"),
         ("mail.example.com:65536", "outside 1-65535"),
         ("mail.example.com:smtp", "not a number"),
+        ("mail.example.com:²", "not a number"),  # a digit to str.isdigit(), not to int()
+        ("[::1]:２５", "not a number"),
         ("::1", "brackets"),
         ("[::1", "missing ']'"),
         ("[::1]25", "':port'"),
