@@ -397,24 +397,28 @@ class NetworkDelivery(DeliveryMethod):
             mail_options.append("SMTPUTF8")
         if smtp.has_extn("size"):
             mail_options.append(f"SIZE={len(message.data)}")
+        if any(c in a for a in (message.sender, *message.recipients) for c in "\r\n<>"):
+            # Such an address would end the command and start another of its own.
+            return _failed(message, "an envelope address contains a line break or an angle "
+                           "bracket", None, permanent=True)
         try:
-            code, reply = smtp.mail(message.sender, mail_options)
+            (code, reply), rcpt_replies, data_reply = _envelope(smtp, message, mail_options)
             if code != 250:
-                self._reset()
+                self._abandon(data_reply)
                 return _failed(message, f"{where} refused the sender: {code} {_reply_text(reply)}",
                                code, permanent=False)
-            refused: dict[str, tuple[int, str]] = {}
-            for rcpt in message.recipients:
-                code, reply = smtp.rcpt(rcpt)
-                if code not in (250, 251):
-                    refused[rcpt] = (code, _reply_text(reply))
+            refused: dict[str, tuple[int, str]] = {
+                rcpt: (code, _reply_text(reply))
+                for rcpt, (code, reply) in zip(message.recipients, rcpt_replies, strict=True)
+                if code not in (250, 251)
+            }
             if len(refused) == len(message.recipients):
-                self._reset()
+                self._abandon(data_reply)
                 codes = sorted({c for c, _ in refused.values()})
                 detail = "; ".join(f"{r}: {c} {t}" for r, (c, t) in refused.items())
                 return _failed(message, f"{where} refused every recipient: {detail}", codes[-1],
                                permanent=all(500 <= c < 600 for c in codes))
-            code, reply = smtp.docmd("DATA")
+            code, reply = data_reply
             if code != 354:
                 self._reset()
                 return _failed(message, f"{where} refused DATA: {code} {_reply_text(reply)}", code,
@@ -459,6 +463,18 @@ class NetworkDelivery(DeliveryMethod):
             self._smtp.rset()
         except (OSError, smtplib.SMTPException):
             self._lost()
+
+    def _abandon(self, data_reply: tuple[int, bytes] | None) -> None:
+        """End a transaction that will not be sent, then RSET.
+
+        A pipelined DATA may have been accepted (354) although the sender or every
+        recipient was refused (a server should refuse it, RFC 2920): an empty message ends
+        it, so that the connection stays in step.
+        """
+        if data_reply is not None and data_reply[0] == 354:
+            self._smtp.send(b".\r\n")
+            self._smtp.getreply()
+        self._reset()
 
     # -- checking --------------------------------------------------------------------
     def check(self, sender: str, recipient: str) -> CheckResult:
@@ -510,6 +526,36 @@ _PERMISSION_HINTS = {
               "scope https://mail.google.com/) and that the mailbox is a user of the domain",
     "generic": "check that the token grants access to this mailbox",
 }
+
+
+def _envelope(smtp: smtplib.SMTP, message: OutgoingMessage, mail_options: list[str]
+              ) -> tuple[tuple[int, bytes], list[tuple[int, bytes]], tuple[int, bytes] | None]:
+    """Send MAIL, one RCPT per recipient and DATA; return their replies.
+
+    With PIPELINING (RFC 2920) the commands go out together and the replies are read
+    afterwards: one round trip instead of two plus one per recipient. Without it, each
+    command waits for its reply, and the transaction stops early: after a refused MAIL (no
+    RCPT replies) or when every recipient was refused (no DATA reply, None).
+    """
+    encoding = "utf-8" if message.smtputf8 else "ascii"
+    mail = f"MAIL FROM:<{message.sender}>" + "".join(f" {o}" for o in mail_options)
+    rcpts = [f"RCPT TO:<{rcpt}>" for rcpt in message.recipients]
+    if smtp.has_extn("pipelining"):
+        smtp.send("".join(f"{c}\r\n" for c in (mail, *rcpts, "DATA")).encode(encoding))
+        mail_reply = smtp.getreply()
+        return mail_reply, [smtp.getreply() for _ in rcpts], smtp.getreply()
+
+    def ask(command: str) -> tuple[int, bytes]:
+        smtp.send(f"{command}\r\n".encode(encoding))
+        return smtp.getreply()
+
+    mail_reply = ask(mail)
+    if mail_reply[0] != 250:
+        return mail_reply, [], None
+    rcpt_replies = [ask(c) for c in rcpts]
+    if all(code not in (250, 251) for code, _ in rcpt_replies):
+        return mail_reply, rcpt_replies, None
+    return mail_reply, rcpt_replies, ask("DATA")
 
 
 def _failed(message: OutgoingMessage, text: str, code: int | None, *, permanent: bool = False,

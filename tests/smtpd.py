@@ -104,6 +104,10 @@ class Behaviour:
     stall_after_data: float = 0.0
     # Wait this long inside DATA before answering (counts towards concurrency).
     data_delay: float = 0.0
+    # Offer PIPELINING (RFC 2920) in the EHLO reply.
+    pipelining: bool = False
+    # Accept DATA even when no recipient was accepted (a server RFC 2920 says must not).
+    data_without_recipients: bool = False
 
 
 class Recorder:
@@ -116,8 +120,18 @@ class Recorder:
         self.active = 0
         self.peak_active = 0
         self.connections = 0
+        # Per MAIL command: whether the commands after it had already arrived (pipelined).
+        self.pipelined: list[bool] = []
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        if self.behaviour.pipelining:
+            responses.insert(-1, "250-PIPELINING")
+        return responses
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        # Commands sent together arrive in one segment on loopback: DATA is already buffered.
+        self.pipelined.append(b"DATA" in bytes(server._reader._buffer))
         if self.behaviour.mail_reply:
             return self.behaviour.mail_reply
         envelope.mail_from = address
@@ -180,6 +194,15 @@ class _CountingSMTP(SMTP):
             with self._recorder.lock:
                 self._recorder.active -= 1
         super().connection_lost(exc)
+
+    async def smtp_DATA(self, arg):
+        if self._recorder.behaviour.data_without_recipients and not self.envelope.rcpt_tos:
+            await self.push("354 End data with <CR><LF>.<CR><LF>")
+            while await self._reader.readuntil(b"\r\n") != b".\r\n":
+                pass
+            await self.push("554 5.5.1 no valid recipients")
+            return
+        await super().smtp_DATA(arg)
 
     async def smtp_RCPT(self, arg):
         if self._recorder.behaviour.drop_before_data:

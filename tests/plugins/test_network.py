@@ -16,6 +16,12 @@ CONTEXT = PluginContext()
 USERS = {"mailer": SECRET}
 
 
+@pytest.fixture(params=[False, True], ids=["one-by-one", "pipelined"])
+def pipelining(request) -> bool:
+    """Whether the test server offers PIPELINING: each transaction test runs both ways."""
+    return request.param
+
+
 def make(server, **options) -> NetworkDelivery:
     options.setdefault("security", "none")
     options.setdefault("timeout", 5)
@@ -40,21 +46,23 @@ def tls_options(certificate, security: str) -> dict:
             "ca_file": str(certificate.cert_file)}
 
 
-def test_plain_message_arrives_byte_for_byte(smtp_server):
+def test_plain_message_arrives_byte_for_byte(start_server, pipelining):
+    server = start_server(behaviour=Behaviour(pipelining=pipelining))
     # Lines starting with "." are dot-stuffed on the wire and restored by the server.
     message = outgoing(body=".\n.leading dot\n..two dots\nend\n.")
-    result = send_one(smtp_server, message)
+    result = send_one(server, message)
     assert result.ok and result.code == 250 and result.refused == {}
-    [received] = smtp_server.messages
+    [received] = server.messages
     assert received.data == message.data
     assert received.mail_from == message.sender and received.rcpt_tos == list(message.recipients)
 
 
-def test_message_without_a_final_line_break_arrives(smtp_server):
+def test_message_without_a_final_line_break_arrives(start_server, pipelining):
+    server = start_server(behaviour=Behaviour(pipelining=pipelining))
     data = b"Subject: raw\r\n\r\nno final newline"
     message = OutgoingMessage("<raw@example.com>", "a@example.com", ("b@example.com",), data)
-    assert send_one(smtp_server, message).ok
-    assert smtp_server.messages[0].data == data + b"\r\n"
+    assert send_one(server, message).ok
+    assert server.messages[0].data == data + b"\r\n"
 
 
 def test_starttls_with_auth(start_server, certificate):
@@ -118,8 +126,8 @@ def test_wrong_password_is_clear_and_never_shows_the_password(start_server, cert
 
 
 @pytest.mark.parametrize("reply", ["421 4.3.2 shutting down", "451 4.3.0 try again later"])
-def test_temporary_refusal_of_every_recipient_is_not_permanent(start_server, reply):
-    server = start_server(behaviour=Behaviour(rcpt_reply=reply))
+def test_temporary_refusal_of_every_recipient_is_not_permanent(start_server, reply, pipelining):
+    server = start_server(behaviour=Behaviour(rcpt_reply=reply, pipelining=pipelining))
     result = send_one(server, outgoing(recipients=("a@example.com", "b@example.com")))
     assert not result.ok
     assert not result.error.permanent and not result.error.after_data
@@ -127,22 +135,25 @@ def test_temporary_refusal_of_every_recipient_is_not_permanent(start_server, rep
     assert server.messages == []
 
 
-def test_permanent_refusal_of_every_recipient_is_permanent(start_server):
-    server = start_server(behaviour=Behaviour(rcpt_reply="550 5.1.1 no such user"))
+def test_permanent_refusal_of_every_recipient_is_permanent(start_server, pipelining):
+    server = start_server(behaviour=Behaviour(rcpt_reply="550 5.1.1 no such user",
+                                              pipelining=pipelining))
     result = send_one(server, outgoing(recipients=("a@example.com", "b@example.com")))
     assert not result.ok and result.error.permanent and not result.error.after_data
     assert result.error.code == 550 and "refused every recipient" in result.error.message
 
 
-def test_mixed_refusals_are_not_permanent(start_server):
+def test_mixed_refusals_are_not_permanent(start_server, pipelining):
     server = start_server(behaviour=Behaviour(rcpt_replies={"a@example.com": "550 5.1.1 gone",
-                                                            "b@example.com": "451 4.3.0 later"}))
+                                                            "b@example.com": "451 4.3.0 later"},
+                                              pipelining=pipelining))
     result = send_one(server, outgoing(recipients=("a@example.com", "b@example.com")))
     assert not result.ok and not result.error.permanent
 
 
-def test_some_recipients_refused_the_rest_get_it(start_server):
-    server = start_server(behaviour=Behaviour(rcpt_replies={"bad@example.com": "550 5.1.1 gone"}))
+def test_some_recipients_refused_the_rest_get_it(start_server, pipelining):
+    server = start_server(behaviour=Behaviour(rcpt_replies={"bad@example.com": "550 5.1.1 gone"},
+                                              pipelining=pipelining))
     result = send_one(server, outgoing(recipients=("good@example.com", "bad@example.com")))
     assert result.ok
     assert result.refused == {"bad@example.com": (550, "5.1.1 gone")}
@@ -151,8 +162,8 @@ def test_some_recipients_refused_the_rest_get_it(start_server):
 
 @pytest.mark.parametrize(("reply", "permanent"), [("451 4.3.0 queue full", False),
                                                   ("550 5.7.1 content rejected", True)])
-def test_refusal_after_the_data(start_server, reply, permanent):
-    server = start_server(behaviour=Behaviour(data_reply=reply))
+def test_refusal_after_the_data(start_server, reply, permanent, pipelining):
+    server = start_server(behaviour=Behaviour(data_reply=reply, pipelining=pipelining))
     result = send_one(server)
     assert not result.ok and result.error.permanent is permanent
     # A definite refusal: the server did not take it, so it is not "after data, uncertain".
@@ -160,22 +171,22 @@ def test_refusal_after_the_data(start_server, reply, permanent):
     assert reply in result.error.message
 
 
-def test_drop_before_the_data_is_safe_to_retry(start_server):
-    server = start_server(behaviour=Behaviour(drop_before_data=True))
+def test_drop_before_the_data_is_safe_to_retry(start_server, pipelining):
+    server = start_server(behaviour=Behaviour(drop_before_data=True, pipelining=pipelining))
     result = send_one(server)
     assert not result.ok and not result.error.after_data and not result.error.permanent
     assert server.messages == []
 
 
-def test_drop_after_the_data_may_have_been_delivered(start_server):
-    server = start_server(behaviour=Behaviour(drop_after_data=True))
+def test_drop_after_the_data_may_have_been_delivered(start_server, pipelining):
+    server = start_server(behaviour=Behaviour(drop_after_data=True, pipelining=pipelining))
     result = send_one(server)
     assert not result.ok and result.error.after_data
     assert "no answer after the whole message was sent" in result.error.message
 
 
-def test_stall_after_the_data_may_have_been_delivered(start_server):
-    server = start_server(behaviour=Behaviour(stall_after_data=3))
+def test_stall_after_the_data_may_have_been_delivered(start_server, pipelining):
+    server = start_server(behaviour=Behaviour(stall_after_data=3, pipelining=pipelining))
     result = send_one(server, timeout=1)
     assert not result.ok and result.error.after_data
     assert result.error.message.endswith(
@@ -203,18 +214,56 @@ def test_connection_refused():
     assert "refused" in info.value.message.lower() and not info.value.after_data
 
 
-def test_batch_goes_over_one_connection_in_order(smtp_server):
+def test_batch_goes_over_one_connection_in_order(start_server, pipelining):
+    server = start_server(behaviour=Behaviour(pipelining=pipelining))
     messages = [outgoing() for _ in range(4)]
-    plugin = make(smtp_server)
+    plugin = make(server)
     results = plugin.send_messages(messages)
     assert [r.message_id for r in results] == [m.message_id for m in messages]
     assert all(r.ok for r in results)
-    assert [r.data for r in smtp_server.messages] == [m.data for m in messages]
-    assert smtp_server.recorder.connections == 1
+    assert [r.data for r in server.messages] == [m.data for m in messages]
+    assert server.recorder.connections == 1
+    # MAIL, RCPT and DATA went out together exactly when the server offered PIPELINING.
+    assert server.recorder.pipelined == [pipelining] * 4
 
 
-def test_a_broken_connection_fails_the_rest_of_the_batch_safely(start_server):
-    server = start_server(behaviour=Behaviour(drop_before_data=True))
+def test_a_refused_sender_leaves_the_connection_usable(start_server, pipelining):
+    server = start_server(behaviour=Behaviour(mail_reply="451 4.3.0 sender later",
+                                              pipelining=pipelining))
+    plugin = make(server)
+    results = plugin.send_messages([outgoing(), outgoing()])
+    assert [r.ok for r in results] == [False, False]
+    assert all("refused the sender: 451" in r.error.message for r in results)
+    assert not any(r.error.permanent or r.error.after_data for r in results)
+    assert server.recorder.connections == 1 and server.messages == []
+
+
+def test_a_data_accepted_without_recipients_is_ended_empty_and_the_next_message_goes(
+        start_server):
+    # RFC 2920 says a server must refuse DATA when it accepted no recipient; this one does
+    # not. The empty message that ends it delivers nothing, and the connection stays in step.
+    server = start_server(behaviour=Behaviour(
+        rcpt_replies={"bad@example.com": "550 5.1.1 gone"}, pipelining=True,
+        data_without_recipients=True))
+    bad, good = outgoing(recipients=("bad@example.com",)), outgoing()
+    results = make(server).send_messages([bad, good])
+    assert not results[0].ok and results[0].error.permanent and not results[0].error.after_data
+    assert results[1].ok, results[1].error
+    assert [m.data for m in server.messages] == [good.data]
+    assert server.recorder.connections == 1
+
+
+def test_an_address_that_would_end_the_command_is_refused(smtp_server):
+    for sender, recipients in (("a@example.com\r\nRCPT TO:<x@example.com>", ("b@example.com",)),
+                               ("a@example.com", ("b@example.com> NOTIFY=NEVER",))):
+        message = OutgoingMessage("<hostile@test>", sender, recipients, b"Subject: x\r\n\r\nx\r\n")
+        result = send_one(smtp_server, message)
+        assert not result.ok and result.error.permanent
+    assert smtp_server.messages == [] and smtp_server.recorder.pipelined == []
+
+
+def test_a_broken_connection_fails_the_rest_of_the_batch_safely(start_server, pipelining):
+    server = start_server(behaviour=Behaviour(drop_before_data=True, pipelining=pipelining))
     results = make(server).send_messages([outgoing(), outgoing()])
     assert [r.ok for r in results] == [False, False]
     assert all(not r.error.after_data for r in results)
