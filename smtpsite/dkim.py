@@ -140,8 +140,7 @@ class DkimSigner:
 
 def signer_for(site: Site | None) -> DkimSigner | None:
     """The signer for ``site``'s email, or None unless domain, selector and key are all set."""
-    values = settings.resolve_all(site)
-    domain, selector, key = (values[name].value for name in SETTING_KEYS)
+    domain, selector, key = (settings.get(name, site) for name in SETTING_KEYS)
     if not (domain and selector and key):
         return None
     return DkimSigner(domain, selector, key)
@@ -182,8 +181,7 @@ def generate_for_site(site: Site, selector: str, domain: str | None = None) -> D
 
 def record_for_site(site: Site | None) -> DnsRecord | None:
     """The record to publish for the key ``site`` signs with now, or None without one."""
-    values = settings.resolve_all(site)
-    domain, selector, key = (values[name].value for name in SETTING_KEYS)
+    domain, selector, key = (settings.get(name, site) for name in SETTING_KEYS)
     if not (domain and selector and key):
         return None
     return dns_record(key, selector, domain)

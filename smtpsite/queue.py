@@ -43,6 +43,8 @@ NOTIFY_CHANNEL = "smtpsite_queue"
 EMAILS = Email.__table__
 ATTEMPTS = EmailAttempt.__table__
 ATTACHMENTS = EmailAttachment.__table__
+# Made once: a statement object keeps its cache key, so each execution skips computing it.
+_INSERT_EMAIL, _INSERT_ATTACHMENT, _INSERT_ATTEMPT = (t.insert() for t in (EMAILS, ATTACHMENTS, ATTEMPTS))
 STATS = ServerStat.__table__
 # Emails sent at once are counted in the statistics together, this often (seconds).
 STATS_EVERY = 1.0
@@ -110,12 +112,12 @@ def store(
         row.update(first_attempt_at=attempts[0].at, last_attempt_at=attempts[-1].at,
                    attempt_count=len(attempts))
     with db.engine.begin() as conn:
-        email_id = conn.execute(EMAILS.insert(), row).inserted_primary_key[0]
+        email_id = conn.execute(_INSERT_EMAIL, row).inserted_primary_key[0]
         attachments = _attachment_rows(prepared)
         if attachments:
-            conn.execute(ATTACHMENTS.insert(), [{**a, "email_id": email_id} for a in attachments])
+            conn.execute(_INSERT_ATTACHMENT, [{**a, "email_id": email_id} for a in attachments])
         if attempts:
-            conn.execute(ATTEMPTS.insert(), _attempt_rows(email_id, attempts))
+            conn.execute(_INSERT_ATTEMPT, _attempt_rows(email_id, attempts))
         if audit.current_actor() is not None:  # queued from the panel or the CLI
             audit.record_inserted(conn, Email(id=email_id, **row))
         if status == "waiting" and _is_postgresql(conn):

@@ -236,9 +236,8 @@ def send_mail(
     """
     with chain_cache.snapshot():  # settings and chains checked once for the whole send
         site_obj = resolve_site(site)
-        values = settings.resolve_all(site_obj)
         prepared = build_message(
-            sender=sender or values["emails.default_sender"].value,
+            sender=sender or settings.get("emails.default_sender", site_obj),
             to=_as_list(to, "to"),
             subject=subject,
             text=text,
@@ -249,7 +248,7 @@ def send_mail(
             attachments=attachments,
             headers=headers,
             priority=priority,
-            email_format=values["emails.format"].value,
+            email_format=settings.get("emails.format", site_obj),
         )
         return send_prepared(
             prepared, site_obj, queue_it=queue, scheduled_at=scheduled_at, expires_at=expires_at
