@@ -234,6 +234,25 @@ class Outcome:
     sent_by: str | None = None
 
 
+# Built once: the statement (and its SQLAlchemy cache key) is the same for every batch.
+_FINISH = (
+    update(EMAILS)
+    .where(EMAILS.c.id == bindparam("b_id"), EMAILS.c.claimed_by == bindparam("b_worker"))
+    .values(
+        status=bindparam("b_status"),
+        last_result=func.coalesce(bindparam("b_result"), EMAILS.c.last_result),
+        next_attempt_at=bindparam("b_next"),
+        first_attempt_at=func.coalesce(EMAILS.c.first_attempt_at, bindparam("b_first")),
+        last_attempt_at=func.coalesce(bindparam("b_last"), EMAILS.c.last_attempt_at),
+        attempt_count=EMAILS.c.attempt_count + bindparam("b_count"),
+        sent_at=bindparam("b_sent_at"),
+        sent_by=bindparam("b_sent_by"),
+        claimed_by=None,
+        claimed_until=None,
+    )
+)
+
+
 def finish(worker: str, outcomes: Sequence[Outcome]) -> None:
     """Record a batch's results in one transaction: attempts, statuses, archive, counts.
 
@@ -246,22 +265,10 @@ def finish(worker: str, outcomes: Sequence[Outcome]) -> None:
         kept = [o for o in outcomes if o.status != "deleted"]
         if kept:
             conn.execute(
-                update(EMAILS)
-                .where(EMAILS.c.id == bindparam("b_id"), EMAILS.c.claimed_by == worker)
-                .values(
-                    status=bindparam("b_status"),
-                    last_result=func.coalesce(bindparam("b_result"), EMAILS.c.last_result),
-                    next_attempt_at=bindparam("b_next"),
-                    first_attempt_at=func.coalesce(EMAILS.c.first_attempt_at, bindparam("b_first")),
-                    last_attempt_at=func.coalesce(bindparam("b_last"), EMAILS.c.last_attempt_at),
-                    attempt_count=EMAILS.c.attempt_count + bindparam("b_count"),
-                    sent_at=bindparam("b_sent_at"),
-                    sent_by=bindparam("b_sent_by"),
-                    claimed_by=None,
-                    claimed_until=None,
-                ),
+                _FINISH,
                 [
                     {
+                        "b_worker": worker,
                         "b_id": o.email_id,
                         "b_status": o.status,
                         "b_result": o.last_result,

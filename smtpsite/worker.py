@@ -275,6 +275,8 @@ class Worker:
             heartbeat=lambda: queue.renew_claims(self.id, lease),
             on_progress=lambda: recorder.flush(jobs, final=False),
             beat_every=min(slot_ttl, lease) / 3,
+            # Read with the batch's settings: spares the sender a query per batch.
+            switches={name: values[name].value for name in ("emails.simulate", "emails.fail_all")},
         )
         sender.run(jobs)
         recorder.flush(jobs, final=True)
