@@ -64,11 +64,11 @@ def test_a_setting_changed_by_another_process_is_read_next(app):
 
 
 def test_a_change_in_this_session_counts_before_commit_and_a_rollback_undoes_it(app):
-    assert settings.get("emails.batch_size") == 50
+    assert settings.get("emails.batch_size") == 100
     settings.set_value("emails.batch_size", 7)
     assert settings.get("emails.batch_size") == 7
     db.session.rollback()
-    assert settings.get("emails.batch_size") == 50
+    assert settings.get("emails.batch_size") == 100
     # A later committed change is not mistaken for the rolled-back one.
     settings.set_value("emails.batch_size", 9)
     db.session.commit()
