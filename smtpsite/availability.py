@@ -11,9 +11,9 @@ import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import Connection, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -47,24 +47,42 @@ def try_acquire(
     now = utcnow()
     slots = max(1, max_connections)
     with db.engine.begin() as conn:
-        conn.execute(
-            _insert(ServerSlot.__table__)
-            .values([{"server_key": server_key, "slot": n} for n in range(slots)])
-            .on_conflict_do_nothing()
-        )
-        for slot in range(slots):
-            taken = conn.execute(
-                update(ServerSlot)
-                .where(
-                    ServerSlot.server_key == server_key,
-                    ServerSlot.slot == slot,
-                    or_(ServerSlot.holder.is_(None), ServerSlot.expires_at < now),
-                )
-                .values(holder=holder, expires_at=now + timedelta(seconds=ttl))
-            ).rowcount
-            if taken == 1:
-                return Lease(server_key, slot, holder)
-    return None
+        slot = _take_free_slot(conn, server_key, slots, holder, now, ttl)
+        if slot is None:
+            # No free slot: all are held, or their rows do not exist yet (the server's
+            # first use, or a raised limit). Make the missing rows and look once more.
+            conn.execute(
+                _insert(ServerSlot.__table__)
+                .values([{"server_key": server_key, "slot": n} for n in range(slots)])
+                .on_conflict_do_nothing()
+            )
+            slot = _take_free_slot(conn, server_key, slots, holder, now, ttl)
+    return None if slot is None else Lease(server_key, slot, holder)
+
+
+_SLOTS = ServerSlot.__table__.c
+
+
+def _take_free_slot(conn: Connection, server_key: str, slots: int, holder: str,
+                    now: datetime, ttl: float) -> int | None:
+    """Hold the lowest free slot below ``slots`` in one statement; its number, or None."""
+    free = (
+        select(_SLOTS.slot)
+        .where(_SLOTS.server_key == server_key, _SLOTS.slot < slots,
+               or_(_SLOTS.holder.is_(None), _SLOTS.expires_at < now))
+        .order_by(_SLOTS.slot)
+        .limit(1)
+    )
+    if conn.dialect.name == "postgresql":
+        # Two takers never pick the same row: the second skips the one the first locked.
+        # (SQLite runs the whole statement under its database write lock.)
+        free = free.with_for_update(skip_locked=True)
+    return conn.execute(
+        update(ServerSlot.__table__)
+        .where(_SLOTS.server_key == server_key, _SLOTS.slot == free.scalar_subquery())
+        .values(holder=holder, expires_at=now + timedelta(seconds=ttl))
+        .returning(_SLOTS.slot)
+    ).scalar_one_or_none()
 
 
 def renew(lease: Lease, ttl: float) -> bool:
