@@ -65,7 +65,7 @@ def _postgres_rows(folder: Path, counts: dict, rounds: int, quick: bool) -> list
         with postgres_app(url, folder) as app:
             database_url = app.config["SMTPSITE_DATABASE_URL"]
             rows += bench_worker.scaling(app, database_url, folder, counts["scaling"],
-                                         1, sinks, not quick)
+                                         rounds, sinks, not quick)
         with postgres_app(url, folder) as app:
             database_url = app.config["SMTPSITE_DATABASE_URL"]
             rows += bench_worker.memory(app, database_url, folder, counts["memory"], sinks[0],
