@@ -4,7 +4,8 @@ The file starts with ``X-Sender:`` and one ``X-Receiver:`` line per envelope rec
 recipients included), then the message exactly as serialised. It is written as a file with
 no name yet (Linux's ``O_TMPFILE``; elsewhere under a hidden temporary name that an MTA
 watching ``*.eml`` ignores), synced to disk, then linked into place under its final name (a
-link never replaces an existing file) and the directory is synced. An unnamed file needs no
+link never replaces an existing file); the directory is synced once per call, before any
+message of the call is reported written. An unnamed file needs no
 temporary name created and removed, and a crash part-way leaves nothing behind.
 
 The directory's file system must support hard links (every local Linux one does): linking
@@ -119,6 +120,10 @@ class PickupDelivery(DeliveryMethod):
                     results.append(DeliveryResult(message.message_id, False, error=exc))
                     continue
                 results.append(DeliveryResult(message.message_id, True, reply=f"written to {path}"))
+            # One directory sync makes every name of the call durable before any is reported
+            # written (a sync per file would cost the same again for each message).
+            if any(r.ok for r in results):
+                results = _synced(directory, dir_fd, results)
         finally:
             os.close(dir_fd)
         return results
@@ -200,16 +205,20 @@ def _write_file(directory: Path, dir_fd: int, message: OutgoingMessage) -> Path:
     finally:
         if temp is not None:
             _remove(directory / temp)
+    return directory / final
+
+
+def _synced(directory: Path, dir_fd: int, results: list[DeliveryResult]) -> list[DeliveryResult]:
+    """``results`` once the directory is synced; if it cannot be, the written files are
+    in place but may not survive a crash: uncertain, never to be written again."""
     try:
         os.fsync(dir_fd)
     except OSError as exc:
-        # The file is in place and an MTA may already have taken it: never write it again.
-        raise DeliveryError(
-            f"{final} was written but {directory} could not be synced ({_reason(exc)}); "
-            "the message may or may not be delivered",
-            after_data=True,
-        ) from None
-    return directory / final
+        return [r if not r.ok else DeliveryResult(r.message_id, False, error=DeliveryError(
+            f"{r.reply.removeprefix('written to ')} was written but {directory} could not be "
+            f"synced ({_reason(exc)}); the message may or may not be delivered",
+            after_data=True)) for r in results]
+    return results
 
 
 def _new_file(directory: Path, dir_fd: int) -> tuple[int, str | None]:

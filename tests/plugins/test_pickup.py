@@ -13,7 +13,13 @@ import pytest
 
 import plugins.pickup as pickup_module
 from plugins.pickup import PickupDelivery
-from smtpsite.delivery import OptionsError, PluginContext, ServerAddress
+from smtpsite.delivery import (
+    DeliveryError,
+    DeliveryResult,
+    OptionsError,
+    PluginContext,
+    ServerAddress,
+)
 from tests.plugins.conftest import outgoing
 
 ADDRESS = ServerAddress("pickup", "localhost", 25)
@@ -196,6 +202,17 @@ def test_write_failure_is_clear_and_removes_the_temporary_file(pickup_root, file
     assert not ok and not after_data
     assert message.startswith(f"cannot write a message file in {folder}: File too large")
     assert list(folder.iterdir()) == []
+
+
+def test_a_directory_that_cannot_be_synced_makes_the_written_messages_uncertain(pickup_root):
+    fd = os.open(pickup_root, os.O_RDONLY | os.O_DIRECTORY)
+    os.close(fd)  # a closed descriptor: the real fsync fails (EBADF)
+    written = DeliveryResult("<a@test>", True, reply="written to /pickup/a.eml")
+    refused = DeliveryResult("<b@test>", False, error=DeliveryError("the disk is full"))
+    uncertain, unchanged = pickup_module._synced(pickup_root, fd, [written, refused])
+    assert not uncertain.ok and uncertain.error.after_data and not uncertain.error.permanent
+    assert uncertain.error.message.startswith("/pickup/a.eml was written but")
+    assert unchanged is refused
 
 
 def test_envelope_with_a_line_break_is_refused(pickup_root, pickup_context):
