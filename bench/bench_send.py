@@ -15,15 +15,20 @@ from smtpsite.servers import save_server
 from smtpsite.sites import create_site
 
 
+def prepare_shop(sink: Sink) -> None:
+    """Site "shop" sending at once through one network server: the sink."""
+    site = create_site("shop", "Shop")
+    save_server(None, server_name=sink.server_name, method="network",
+                options={"security": "none"}, sites=[site])
+    settings.set_value("emails.queue_enabled", False)
+    db.session.commit()
+
+
 def run(folder: Path, count: int, rounds: int, sink: Sink) -> list[Row]:
     """Messages per second for each sender, alternating runs."""
     host, port = "127.0.0.1", sink.port
     with sqlite_app(folder) as app, app.app_context():
-        site = create_site("shop", "Shop")
-        save_server(None, server_name=sink.server_name, method="network",
-                    options={"security": "none"}, sites=[site])
-        settings.set_value("emails.queue_enabled", False)
-        db.session.commit()
+        prepare_shop(sink)
 
         def smtpsite_per_call() -> float:
             def work():

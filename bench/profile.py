@@ -41,19 +41,14 @@ def _top_frames(profiler: Profiler, limit: int) -> list[tuple[float, str]]:
 
 
 def _send(folder: Path, count: int) -> Profiler:
-    from smtpsite import send_mail, settings
+    from bench.bench_send import prepare_shop
+    from smtpsite import send_mail
     from smtpsite.extensions import db
-    from smtpsite.servers import save_server
-    from smtpsite.sites import create_site
 
     sink = Sink(prefer_postfix=True)
     try:
         with sqlite_app(folder) as app, app.app_context():
-            site = create_site("shop", "Shop")
-            save_server(None, server_name=sink.server_name, method="network",
-                        options={"security": "none"}, sites=[site])
-            settings.set_value("emails.queue_enabled", False)
-            db.session.commit()
+            prepare_shop(sink)
             profiler = Profiler(interval=0.0005)
             with profiler:
                 for n in range(count):

@@ -20,13 +20,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from flask import current_app
 
-from smtpsite import availability, settings
+from smtpsite import availability
 from smtpsite.delivery import DeliveryError, DeliveryMethod, OptionsError, OutgoingMessage
 from smtpsite.models import utcnow
 from smtpsite.pool import ConnectionPool, Pooled
@@ -38,6 +38,8 @@ MAX_ATTEMPTS = 3
 # Called after each message a server took or failed: ``hook(entry, job, seconds, ok)``.
 # The metrics (send latency) and the alerts (fallback rescues) listen; errors are logged.
 SEND_HOOKS: list[Callable[[ChainEntry, Job, float, bool], None]] = []
+# The staging switches (global settings): simulate sending, or fail every send.
+SWITCHES = ("emails.simulate", "emails.fail_all")
 # emails.fail_all: the reply every send gets (a temporary failure, so emails wait and retry).
 FAIL_ALL_MESSAGE = "emails.fail_all is on: every send fails (a rehearsal)"
 
@@ -105,6 +107,7 @@ class Sender:
     def __init__(
         self,
         *,
+        switches: Mapping[str, Any],
         busy_wait: float,
         lease_ttl: float,
         cooldown: float,
@@ -117,7 +120,6 @@ class Sender:
         on_progress: Callable[[], None] | None = None,
         beat_every: float | None = None,
         pool: ConnectionPool | None = None,
-        switches: dict[str, Any] | None = None,
     ) -> None:
         self.busy_wait = busy_wait
         self.lease_ttl = lease_ttl
@@ -131,24 +133,21 @@ class Sender:
         # Called after every message, so the caller can record finished jobs as it goes.
         self.on_progress = on_progress
         self._failures: dict[str, str] = {}  # server key -> last failure, for the reasons
-        self.fail_all = False  # emails.fail_all, read at the start of each run
         # Renew the slot lease (and the caller's claims) this often during a long batch.
         self.beat_every = beat_every or lease_ttl / 3
         self._next_beat = time.monotonic() + self.beat_every
         # Immediate sends keep connections (and their slots) open between calls.
         self.pool = pool
-        # The staging switches when the caller already read them (else read at each run).
-        self.switches = switches
+        # The values of SWITCHES, read by the caller with the rest of its settings.
+        self.simulate = bool(switches["emails.simulate"])
+        self.fail_all = bool(switches["emails.fail_all"])
 
     # -- the rounds ----------------------------------------------------------------------
     def run(self, jobs: Sequence[Job]) -> None:
         """Send every job it can; each ends with its final status (see :class:`Job`)."""
-        # The staging switches (global settings): simulate sending, or fail every send.
-        switches = self.switches or settings.read_global("emails.simulate", "emails.fail_all")
-        if switches["emails.simulate"]:
+        if self.simulate:
             _simulate(jobs)
             return
-        self.fail_all = bool(switches["emails.fail_all"])
         busy: set[str] = set()
         deadline = time.monotonic() + self.busy_wait
         pause = 0.02

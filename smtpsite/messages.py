@@ -222,13 +222,13 @@ def build_message(
         raise MessageError(f"priority {priority!r} is not one of high, normal, low")
     try:
         sender_header = check_header_value("From", sender)
-        sender_addr = _single_address(sender_header, "sender")
+        sender_addr = mailbox_address(sender_header, "sender")
         to_list = check_recipients(to, "to")
         cc_list = check_recipients(cc, "cc")
         bcc_list = check_recipients(bcc, "bcc")
         reply = None
         if reply_to:
-            _single_address(check_header_value("Reply-To", reply_to), "reply_to")
+            mailbox_address(check_header_value("Reply-To", reply_to), "reply_to")
             reply = reply_to
         check_header_value("Subject", subject if isinstance(subject, str) else "")
         extra = dict(headers or {})
@@ -340,10 +340,6 @@ def _set_bodies(
             )
 
 
-def _single_address(value: str, what: str) -> str:
-    return mailbox_address(value, what)
-
-
 def _msgid_domain(address: str) -> str:
     domain = address.rpartition("@")[2]
     try:
@@ -378,7 +374,7 @@ def prepare_message(
         from_header = sender or msg.get("Sender") or msg.get("From")
         if not from_header:
             raise MessageError("the message has no From header and no sender was given")
-        sender_addr = _single_address(str(from_header), "sender")
+        sender_addr = mailbox_address(str(from_header), "sender")
         if recipients is not None:
             rcpts = check_recipients(recipients, "recipients")
         else:

@@ -261,8 +261,10 @@ def finish(worker: str, outcomes: Sequence[Outcome]) -> None:
     """
     now = utcnow()
     with db.engine.begin() as conn:
-        _insert_attempts(conn, [o for o in outcomes if o.status != "deleted"])
         kept = [o for o in outcomes if o.status != "deleted"]
+        attempts = [row for o in kept for row in _attempt_rows(o.email_id, o.attempts)]
+        if attempts:
+            conn.execute(_INSERT_ATTEMPT, attempts)
         if kept:
             conn.execute(
                 _FINISH,
@@ -286,24 +288,6 @@ def finish(worker: str, outcomes: Sequence[Outcome]) -> None:
         if gone:
             conn.execute(delete(EMAILS).where(EMAILS.c.id.in_(gone), EMAILS.c.claimed_by == worker))
         _add_stats(conn, [a for o in outcomes for a in o.attempts])
-
-
-def _insert_attempts(conn: Connection, outcomes: Iterable[Outcome]) -> None:
-    rows = [
-        {
-            "email_id": o.email_id,
-            "at": a.at,
-            "server_key": a.server_key,
-            "server_name": a.server,
-            "outcome": a.outcome,
-            "code": a.code,
-            "message": a.message[:4000],
-        }
-        for o in outcomes
-        for a in o.attempts
-    ]
-    if rows:
-        conn.execute(ATTEMPTS.insert(), rows)
 
 
 def _add_stats(conn: Connection, attempts: Iterable[Attempt]) -> None:

@@ -19,7 +19,7 @@ from smtpsite import chain_cache, dkim, queue, settings
 from smtpsite.addresses import envelope_address
 from smtpsite.delivery import OutgoingMessage
 from smtpsite.extensions import db
-from smtpsite.failover import MAX_ATTEMPTS, Job, Sender
+from smtpsite.failover import MAX_ATTEMPTS, SWITCHES, Job, Sender
 from smtpsite.messages import MessageError, PreparedEmail, build_message, prepare_message
 from smtpsite.models import Site, utcnow
 from smtpsite.pool import idle_seconds as pool_idle_seconds
@@ -119,7 +119,7 @@ def deliver(
         messages_per_connection=settings.get("emails.messages_per_connection"),
         # Connections stay open between calls (see smtpsite.pool), unless pooling is off.
         pool=connection_pool() if pool_idle_seconds() > 0 else None,
-        switches={name: settings.get(name) for name in ("emails.simulate", "emails.fail_all")},
+        switches={name: settings.get(name) for name in SWITCHES},
     )
     job = Job(message, chain)
     sender.run([job])

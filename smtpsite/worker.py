@@ -31,7 +31,7 @@ from sqlalchemy import select, text
 from smtpsite import availability, health, queue, settings
 from smtpsite.delivery import OutgoingMessage
 from smtpsite.extensions import db
-from smtpsite.failover import Job, Sender
+from smtpsite.failover import SWITCHES, Job, Sender
 from smtpsite.models import Site, utcnow
 from smtpsite.routing import ChainEntry, chain_for
 
@@ -275,8 +275,7 @@ class Worker:
             heartbeat=lambda: queue.renew_claims(self.id, lease),
             on_progress=lambda: recorder.flush(jobs, final=False),
             beat_every=min(slot_ttl, lease) / 3,
-            # Read with the batch's settings: spares the sender a query per batch.
-            switches={name: values[name].value for name in ("emails.simulate", "emails.fail_all")},
+            switches={name: values[name].value for name in SWITCHES},
         )
         sender.run(jobs)
         recorder.flush(jobs, final=True)

@@ -92,8 +92,7 @@ class SettingsView(scoping.AccessMixin, BaseView):
         site_id = request.args.get("site")
         if site_id:
             return scoping.site_or_404(site_id)
-        if not scoping.is_global_admin():
-            abort(403)
+        scoping.require_global_admin()
         return None
 
     @expose("/", methods=("GET", "POST"))
